@@ -1,0 +1,124 @@
+"""The incident store: SQLite by default, PostgreSQL by URL, one schema, one small SQL dialect.
+
+Why a version column: the incident service process and the command-center process both write
+incidents. Every update is ``UPDATE ... WHERE id = ? AND version = ?``; a writer that lost the
+race re-reads and re-applies its change, so no update is ever lost.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS incidents (id TEXT PRIMARY KEY, state TEXT NOT NULL, event TEXT NOT NULL,
+        area TEXT NOT NULL, started_at DOUBLE PRECISION, updated_at DOUBLE PRECISION, version INTEGER NOT NULL,
+        body TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS incidents_state ON incidents (state)",
+    "CREATE TABLE IF NOT EXISTS warnings_seen (id TEXT PRIMARY KEY, incident TEXT, body TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS pending (id TEXT PRIMARY KEY, body TEXT NOT NULL, first_t DOUBLE PRECISION, n INTEGER)",
+    "CREATE TABLE IF NOT EXISTS units (id TEXT PRIMARY KEY, body TEXT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS silences (id TEXT PRIMARY KEY, scope TEXT NOT NULL, value TEXT NOT NULL,
+        until_t DOUBLE PRECISION NOT NULL, body TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY, t DOUBLE PRECISION NOT NULL, actor TEXT NOT NULL,
+        action TEXT NOT NULL, subject TEXT NOT NULL, body TEXT NOT NULL, prev TEXT NOT NULL, hash TEXT NOT NULL)""",
+]
+
+
+class Conflict(Exception):
+    """Another writer changed the row first (optimistic concurrency)."""
+
+
+class Store:
+    """A connection per thread; ``tx()`` gives a write transaction that serialises writers."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.pg = url.startswith(("postgresql://", "postgres://"))
+        self._local = threading.local()
+        with self.tx() as c:
+            for stmt in SCHEMA:
+                c.execute(stmt)
+
+    def _conn(self):
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            if self.pg:
+                import psycopg
+
+                conn = psycopg.connect(self.url, autocommit=False)
+            else:
+                path = Path(self.url.removeprefix("sqlite:///"))
+                path.parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def tx(self) -> Iterator[Cursor]:
+        conn = self._conn()
+        if self.pg:
+            try:
+                with conn.cursor() as cur:
+                    # one writer at a time on the audit chain and incident merges
+                    cur.execute("SELECT pg_advisory_xact_lock(7207)")
+                    yield Cursor(cur, True)
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
+        else:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield Cursor(conn.cursor(), False)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    def read(self, sql: str, args: tuple = ()) -> list[tuple]:
+        conn = self._conn()
+        if self.pg:
+            with conn.cursor() as cur:
+                cur.execute(sql.replace("?", "%s"), args)
+                rows = cur.fetchall()
+            conn.commit()
+            return rows
+        return conn.execute(sql, args).fetchall()
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+
+class Cursor:
+    def __init__(self, cur, pg: bool) -> None:
+        self.cur, self.pg = cur, pg
+        self.outbox: list[tuple[str, bytes]] = []  # messages to publish once the transaction commits
+
+    def execute(self, sql: str, args: tuple = ()) -> Cursor:
+        self.cur.execute(sql.replace("?", "%s") if self.pg else sql, args)
+        return self
+
+    def fetchall(self) -> list[tuple]:
+        return self.cur.fetchall()
+
+    def fetchone(self) -> tuple | None:
+        return self.cur.fetchone()
+
+    @property
+    def rowcount(self) -> int:
+        return self.cur.rowcount
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), sort_keys=True)

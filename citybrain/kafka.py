@@ -1,0 +1,67 @@
+"""Kafka plumbing every stage shares: topic creation and the partitioner.
+
+Topics are created explicitly before anything produces or subscribes (tansu gives a topic that a
+metadata request auto-creates 4 partitions, whatever we wanted). Signals are partitioned by grid
+with :func:`partition_for`, a stable hash, so that one grid's events stay ordered on one
+partition whatever client library produces them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import zlib
+from collections.abc import Iterable
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+
+from citybrain.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: The topics of the pipeline (names are ``{prefix}.{name}``).
+TOPICS = ("signals", "units", "warnings", "deadletter")
+
+
+def partition_for(grid: str, partitions: int) -> int:
+    """The partition of a grid's signals: crc32, stable across processes and runs."""
+    return zlib.crc32(grid.encode()) % partitions
+
+
+def topic_names(settings: Settings, extra: Iterable[str] = ()) -> list[str]:
+    return [settings.topic(t) for t in TOPICS] + list(extra)
+
+
+async def ensure_topics_async(settings: Settings, extra: Iterable[str] = (), timeout_s: float = 30.0) -> list[str]:
+    """Create the pipeline's topics (and ``extra`` ones) with ``settings.partitions`` partitions.
+
+    Retries until the broker answers or ``timeout_s`` passes; existing topics are left alone.
+    Returns the names of the topics that exist afterwards.
+    """
+    names = topic_names(settings, extra)
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka, request_timeout_ms=5000)
+        try:
+            await admin.start()
+            existing = set(await admin.list_topics())
+            missing = [n for n in names if n not in existing]
+            if missing:
+                try:
+                    await admin.create_topics([NewTopic(n, settings.partitions, 1) for n in missing])
+                except TopicAlreadyExistsError:
+                    pass
+                log.info("created topics %s", missing)
+            return sorted(set(await admin.list_topics()))
+        except (TimeoutError, KafkaConnectionError, OSError) as e:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            log.info("kafka at %s not ready (%s), retrying", settings.kafka, e)
+            await asyncio.sleep(0.5)
+        finally:
+            await admin.close()
+
+
+def ensure_topics(settings: Settings, extra: Iterable[str] = (), timeout_s: float = 30.0) -> list[str]:
+    return asyncio.run(ensure_topics_async(settings, extra, timeout_s))

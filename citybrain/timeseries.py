@@ -1,0 +1,153 @@
+"""The time-series store of readings: raw points and per-minute aggregates.
+
+Embedded default: SQLite (WAL) at ``settings.tsdb``, enough for one machine and the screen's
+evidence charts. Production: InfluxDB 2 through ``influxdb-client`` when ``tsdb_url`` is an
+http(s) URL; writes are batched, retried with backoff, and kept in a bounded local buffer while
+the server is down, flushed when it returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from citybrain.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Row = tuple[str, str, float, float]  # device, quantity, t, value
+
+
+class SqliteSeries:
+    """Raw readings and per-minute aggregates in one SQLite file; also the reader."""
+
+    def __init__(self, path: Path, retention_s: float = 7 * 86400) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.retention_s = retention_s
+        self._lock = threading.Lock()
+        self.db = sqlite3.connect(path, check_same_thread=False, timeout=30)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript("""
+            CREATE TABLE IF NOT EXISTS raw (device TEXT, name TEXT, t REAL, v REAL);
+            CREATE INDEX IF NOT EXISTS raw_dev_t ON raw (device, t);
+            CREATE TABLE IF NOT EXISTS minute (device TEXT, name TEXT, m INTEGER, n INTEGER, sum REAL,
+                                               min REAL, max REAL, PRIMARY KEY (device, m));
+        """)
+        self._last_prune = 0.0
+
+    def write(self, rows: Sequence[Row]) -> None:
+        if not rows:
+            return
+        with self._lock, self.db:
+            self.db.executemany("INSERT INTO raw VALUES (?, ?, ?, ?)", rows)
+            self.db.executemany(
+                "INSERT INTO minute VALUES (?, ?, ?, 1, ?, ?, ?) ON CONFLICT (device, m) DO UPDATE SET "
+                "n = n + 1, sum = sum + excluded.sum, min = MIN(min, excluded.min), max = MAX(max, excluded.max)",
+                [(d, n, int(t // 60), v, v, v) for d, n, t, v in rows])
+            now = time.time()
+            if now - self._last_prune > 600:
+                self._last_prune = now
+                self.db.execute("DELETE FROM raw WHERE t < ?", (now - self.retention_s,))
+
+    def window(self, device: str, t0: float, t1: float) -> tuple[np.ndarray, np.ndarray]:
+        with self._lock:
+            rows = self.db.execute("SELECT t, v FROM raw WHERE device = ? AND t BETWEEN ? AND ? ORDER BY t",
+                                   (device, t0, t1)).fetchall()
+        arr = np.array(rows, dtype=float).reshape(-1, 2)
+        return arr[:, 0], arr[:, 1]
+
+    def minutes(self, device: str, t0: float, t1: float) -> list[dict]:
+        with self._lock:
+            rows = self.db.execute("SELECT m, n, sum, min, max FROM minute WHERE device = ? AND m BETWEEN ? AND ? "
+                                   "ORDER BY m", (device, int(t0 // 60), int(t1 // 60))).fetchall()
+        return [{"t": m * 60.0, "count": n, "mean": s / n, "min": lo, "max": hi} for m, n, s, lo, hi in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self.db.close()
+
+
+class InfluxSeries:
+    """InfluxDB 2 writer with batching, retries and a bounded buffer for outages."""
+
+    def __init__(self, settings: Settings, buffer_points: int = 200_000) -> None:
+        from influxdb_client import InfluxDBClient
+
+        self.settings = settings
+        self.client = InfluxDBClient(url=settings.tsdb_url, token=settings.tsdb_token.get() or "none",
+                                     org=settings.tsdb_org, timeout=5000)
+        self.buffer: deque[str] = deque(maxlen=buffer_points)  # oldest dropped first, counted
+        self.dropped = 0
+        self._next_try = 0.0
+        self._backoff = 0.5
+
+    def write(self, rows: Sequence[Row]) -> None:
+        for d, n, t, v in rows:
+            if len(self.buffer) == self.buffer.maxlen:
+                self.dropped += 1
+            self.buffer.append(f"reading,device={d},kind={n} value={v!r} {int(t * 1e9)}")
+        self.flush()
+
+    def flush(self) -> bool:
+        """Send what is buffered; on failure keep it and back off. True when empty."""
+        if not self.buffer or time.monotonic() < self._next_try:
+            return not self.buffer
+        from influxdb_client.client.write_api import SYNCHRONOUS
+
+        api = self.client.write_api(write_options=SYNCHRONOUS)
+        while self.buffer:
+            batch = [self.buffer[i] for i in range(min(5000, len(self.buffer)))]
+            try:
+                api.write(bucket=self.settings.tsdb_bucket, org=self.settings.tsdb_org, record=batch)
+            except Exception as e:  # noqa: BLE001 - any failure keeps the data buffered
+                self._next_try = time.monotonic() + self._backoff
+                self._backoff = min(self._backoff * 2, 30.0)
+                log.warning("time-series write failed (%s); %d points buffered", e, len(self.buffer))
+                return False
+            for _ in batch:
+                self.buffer.popleft()
+            self._backoff = 0.5
+        return True
+
+    def window(self, device: str, t0: float, t1: float) -> tuple[np.ndarray, np.ndarray]:
+        q = (f'from(bucket: "{self.settings.tsdb_bucket}") |> range(start: {int(t0)}, stop: {int(t1) + 1}) '
+             f'|> filter(fn: (r) => r._measurement == "reading" and r.device == "{device}")')
+        ts, vs = [], []
+        for table in self.client.query_api().query(q, org=self.settings.tsdb_org):
+            for rec in table.records:
+                ts.append(rec.get_time().timestamp())
+                vs.append(float(rec.get_value()))
+        return np.array(ts), np.array(vs)
+
+    def minutes(self, device: str, t0: float, t1: float) -> list[dict]:
+        t, v = self.window(device, t0, t1)
+        out = []
+        for m in np.unique((t // 60).astype(int)):
+            sel = v[(t // 60).astype(int) == m]
+            out.append({"t": m * 60.0, "count": len(sel), "mean": float(sel.mean()), "min": float(sel.min()),
+                        "max": float(sel.max())})
+        return out
+
+    def close(self) -> None:
+        self.flush()
+        self.client.close()
+
+
+def _open(settings: Settings) -> SqliteSeries | InfluxSeries:
+    url = settings.tsdb
+    if url.startswith(("http://", "https://")):
+        return InfluxSeries(settings)
+    return SqliteSeries(Path(url.removeprefix("sqlite:///").removeprefix("sqlite://")))
+
+
+open_writer = _open
+open_reader = _open

@@ -1,0 +1,256 @@
+"""The edge: one MQTT message in, typed records out, or a :class:`RejectedMessage` with a reason.
+
+Everything the outside world sends is validated here, once (CONTRACT section 2): topic shape,
+size, JSON, types, NaN/Inf, known device of the right kind, unit, event-time horizon, and
+duplicates. Downstream stages trust the records they get.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from citybrain.city import City, Device
+from citybrain.clock import Clock, WallClock
+from citybrain.exceptions import RejectedMessage
+from citybrain.records import CameraCount, CameraEvent, Presence, Reading, Record, UnitStatus
+from citybrain.settings import Settings
+from citybrain.vocab import UNIT_ALIASES, UNIT_STATES
+from ingest.senml import resolve_senml
+
+#: MQTT subscription of ingest: everything under city/, so a message on a wrong topic is kept and
+#: counted too; what citybrain itself publishes (alerts, dispatches) is recognised and skipped.
+INPUT_TOPICS = ("city/#",)
+OUTGOING = (("alerts",), ("units", "dispatch"))
+FRIGATE_TYPES = ("new", "update", "end")
+PRIVATE_ATTRIBUTES = ("sub_label", "recognized_license_plate", "plate", "face")
+
+
+class RecentIds:
+    """A bounded set of recently seen message identities (oldest forgotten first)."""
+
+    def __init__(self, capacity: int = 200_000) -> None:
+        self.capacity = capacity
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def seen(self, key: str) -> bool:
+        """True if ``key`` was seen before; remembers it either way."""
+        if key in self._ids:
+            self._ids.move_to_end(key)
+            return True
+        self._ids[key] = None
+        if len(self._ids) > self.capacity:
+            self._ids.popitem(last=False)
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    records: tuple[Record, ...]
+    duplicates: int = 0
+
+
+class Edge:
+    """Validates messages against the city and the time horizon."""
+
+    def __init__(self, city: City, settings: Settings, clock: Clock | None = None, privacy_key: bytes = b"") -> None:
+        self.city = city
+        self.settings = settings
+        self.clock = clock or WallClock()
+        self.recent = RecentIds()
+        self.privacy_key = privacy_key or hashlib.sha256(b"citybrain:" + settings.admin_token.get().encode()).digest()
+
+    # ------------------------------------------------------------------ entry
+
+    def parse(self, topic: str, payload: bytes) -> Parsed:
+        if len(payload) > self.settings.max_payload_bytes:
+            raise RejectedMessage("oversize", f"{len(payload)} bytes > limit {self.settings.max_payload_bytes}")
+        parts = topic.split("/")
+        if len(parts) < 3 or parts[0] != "city":
+            raise RejectedMessage("unknown_topic", f"topic {topic!r} is not an input topic")
+        kind, ident = parts[1], parts[2]
+        if (kind,) in OUTGOING or (kind, parts[-1]) in OUTGOING and len(parts) == 4:
+            return Parsed(())  # our own output, not input
+        if kind == "sensors" and len(parts) == 3:
+            return self._sensor(ident, payload)
+        if kind == "cameras" and len(parts) == 4:
+            return self._camera_event(ident, payload) if parts[3] == "events" else self._camera_count(ident, parts[3], payload)
+        if kind == "devices" and len(parts) == 4 and parts[3] == "status":
+            return Parsed((self._presence(ident, payload),))
+        if kind == "units" and len(parts) == 4 and parts[3] == "status":
+            return Parsed((self._unit_status(ident, payload),))
+        raise RejectedMessage("unknown_topic", f"topic {topic!r} is not an input topic")
+
+    # ------------------------------------------------------------------ helpers
+
+    def _device(self, ident: str, camera: bool | None = None) -> Device:
+        d = self.city.devices.get(ident)
+        if d is None:
+            raise RejectedMessage("unknown_device", f"device {ident!r} is not in the city file", ident)
+        if camera is True and not d.is_camera:
+            raise RejectedMessage("wrong_device_kind", f"{ident!r} is a {d.kind} sensor, not a camera", ident)
+        if camera is False and d.is_camera:
+            raise RejectedMessage("wrong_device_kind", f"{ident!r} is a camera, not a sensor", ident)
+        return d
+
+    def _time(self, t: float, device: str | None) -> float:
+        now = self.clock.now()
+        if t > now + self.settings.future_skew_s:
+            raise RejectedMessage("future_time", f"event time {t:.0f} is {t - now:.0f} s ahead of the clock", device)
+        if t < now - self.settings.max_age_s:
+            raise RejectedMessage("too_old", f"event time {t:.0f} is {(now - t) / 86400:.1f} days old", device)
+        return t
+
+    @staticmethod
+    def _json(payload: bytes, device: str | None):
+        try:
+            return json.loads(payload)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise RejectedMessage("bad_json", f"not JSON: {e}", device) from None
+
+    # ------------------------------------------------------------------ sensors
+
+    def _sensor(self, ident: str, payload: bytes) -> Parsed:
+        dev = self._device(ident, camera=False)
+        try:
+            resolved = resolve_senml(self._json(payload, ident), self.clock.now())
+        except RejectedMessage as e:
+            raise RejectedMessage(e.reason, e.detail, ident) from None
+        out: list[Record] = []
+        dups = 0
+        prefix = ident + ":"
+        for r in resolved:
+            name = r["n"]
+            if name.startswith(prefix):
+                quantity = name[len(prefix):] or dev.kind
+            elif name in (ident, dev.kind):  # the topic already names the device; bn may be left out
+                quantity = dev.kind
+            else:
+                raise RejectedMessage("device_mismatch", f"record name {name!r} is not of device {ident!r} (topic)", ident)
+            if quantity != dev.kind:
+                raise RejectedMessage("unexpected_measurement", f"{ident!r} is a {dev.kind} sensor, got {quantity!r}", ident)
+            unit = r.get("u")
+            if unit is not None and UNIT_ALIASES.get(unit, unit) != dev.unit:
+                raise RejectedMessage("unit_mismatch", f"{ident!r} reports {dev.unit!r}, got {unit!r}", ident)
+            if "v" not in r:
+                raise RejectedMessage("non_numeric_value", f"{ident!r} needs a numeric 'v'", ident)
+            t = self._time(r["t"], ident)
+            reading = Reading(device=ident, name=quantity, t=t, value=r["v"], unit=dev.unit, grid=dev.area)
+            if self.recent.seen(reading.id):
+                dups += 1
+                continue
+            out.append(reading)
+        if not out:
+            raise RejectedMessage("duplicate", f"every reading of {ident!r} was already received", ident)
+        return Parsed(tuple(out), dups)
+
+    # ------------------------------------------------------------------ cameras
+
+    def _camera_event(self, ident: str, payload: bytes) -> Parsed:
+        cam = self._device(ident, camera=True)
+        msg = self._json(payload, ident)
+        if not isinstance(msg, dict):
+            raise RejectedMessage("bad_camera_event", "a camera event is a JSON object", ident)
+        phase = msg.get("type")
+        if phase not in FRIGATE_TYPES:
+            raise RejectedMessage("bad_camera_event", f"'type' must be one of {FRIGATE_TYPES}, got {phase!r}", ident)
+        after = msg.get("after")
+        if not isinstance(after, dict):
+            raise RejectedMessage("bad_camera_event", "'after' must be an object", ident)
+        if after.get("camera", ident) != ident:
+            raise RejectedMessage("device_mismatch", f"event of camera {after.get('camera')!r} on topic of {ident!r}", ident)
+        oid, label = after.get("id"), after.get("label")
+        if not isinstance(oid, str) or not oid or not isinstance(label, str) or not label:
+            raise RejectedMessage("bad_camera_event", "'after.id' and 'after.label' must be non-empty strings", ident)
+        score = self._unit_interval(after, "score", ident)
+        top = self._unit_interval(after, "top_score", ident, default=score)
+        start = self._finite(after, "start_time", ident)
+        end = after.get("end_time")
+        end = None if end is None else self._finite(after, "end_time", ident)
+        if phase == "end" and end is None:
+            raise RejectedMessage("bad_camera_event", "an 'end' event needs 'after.end_time'", ident)
+        frame = after.get("frame_time")
+        t = end if end is not None else (self._finite(after, "frame_time", ident) if frame is not None else start)
+        zones = after.get("current_zones") or []
+        box = after.get("box") or []
+        if not isinstance(zones, list) or not all(isinstance(z, str) for z in zones):
+            raise RejectedMessage("wrong_type", "'after.current_zones' must be a list of strings", ident)
+        if not isinstance(box, list) or not all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in box):
+            raise RejectedMessage("wrong_type", "'after.box' must be a list of numbers", ident)
+        ev = CameraEvent(camera=ident, phase=phase, object_id=oid, label=label, score=score, top_score=top,
+                         t=self._time(t, ident), start_time=start, end_time=end, zones=tuple(zones),
+                         box=tuple(float(b) for b in box), grid=cam.area, attributes=self._private(after))
+        if self.recent.seen(ev.id):
+            raise RejectedMessage("duplicate", f"camera event {oid}/{phase} already received", ident)
+        return Parsed((ev,))
+
+    def _private(self, after: dict) -> tuple[tuple[str, str], ...]:
+        """Licence plates and face ids are kept only as keyed hashes (never in clear)."""
+        out = []
+        for key in PRIVATE_ATTRIBUTES:
+            v = after.get(key)
+            if isinstance(v, list) and v:
+                v = v[0]
+            if isinstance(v, str) and v:
+                digest = hmac.new(self.privacy_key, v.encode(), hashlib.sha256).hexdigest()[:16]
+                out.append((key, "h:" + digest))
+        return tuple(out)
+
+    def _camera_count(self, ident: str, label: str, payload: bytes) -> Parsed:
+        cam = self._device(ident, camera=True)
+        try:
+            text = payload.decode().strip()
+            count = int(text)
+        except (UnicodeDecodeError, ValueError):
+            raise RejectedMessage("bad_count", f"count of {label!r} must be an integer, got {payload[:40]!r}", ident) from None
+        if count < 0:
+            raise RejectedMessage("bad_count", f"count of {label!r} is negative ({count})", ident)
+        return Parsed((CameraCount(camera=ident, label=label, count=count, t=self.clock.now(), grid=cam.area),))
+
+    def _presence(self, ident: str, payload: bytes) -> Presence:
+        dev = self._device(ident)
+        text = payload.decode("utf-8", "replace").strip().lower()
+        if text not in ("online", "offline"):
+            raise RejectedMessage("bad_presence", f"presence must be 'online' or 'offline', got {text[:40]!r}", ident)
+        return Presence(device=ident, online=text == "online", t=self.clock.now(), grid=dev.area)
+
+    def _unit_status(self, ident: str, payload: bytes) -> UnitStatus:
+        if ident not in self.city.units:
+            raise RejectedMessage("unknown_unit", f"unit {ident!r} is not in the city file", ident)
+        msg = self._json(payload, ident)
+        if not isinstance(msg, dict):
+            raise RejectedMessage("bad_unit_status", "a unit status is a JSON object", ident)
+        state = msg.get("state")
+        if state not in UNIT_STATES:
+            raise RejectedMessage("bad_unit_status", f"'state' must be one of {UNIT_STATES}, got {state!r}", ident)
+        inc = msg.get("incident")
+        if inc is not None and not isinstance(inc, str):
+            raise RejectedMessage("wrong_type", "'incident' must be a string or null", ident)
+        loc = msg.get("location")
+        if loc is not None:
+            if not (isinstance(loc, list) and len(loc) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in loc)):
+                raise RejectedMessage("wrong_type", "'location' must be [lon, lat]", ident)
+            if not all(math.isfinite(x) for x in loc) or not (-180 <= loc[0] <= 180 and -90 <= loc[1] <= 90):
+                raise RejectedMessage("bad_coordinates", f"'location' {loc} is not WGS84 [lon, lat]", ident)
+            loc = (float(loc[0]), float(loc[1]))
+        t = self._time(self._finite(msg, "t", ident, default=self.clock.now()), ident)
+        return UnitStatus(unit=ident, state=state, incident=inc, location=loc, t=t)
+
+    @staticmethod
+    def _finite(d: dict, key: str, device: str, default: float | None = None) -> float:
+        v = d.get(key, default)
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise RejectedMessage("wrong_type", f"{key!r} must be a number, got {type(v).__name__}", device)
+        if not math.isfinite(v):
+            raise RejectedMessage("nan_value", f"{key!r} is {v}", device)
+        return float(v)
+
+    def _unit_interval(self, d: dict, key: str, device: str, default: float | None = None) -> float:
+        v = self._finite(d, key, device, default)
+        if not 0.0 <= v <= 1.0:
+            raise RejectedMessage("bad_camera_event", f"{key!r} must be in [0, 1], got {v}", device)
+        return v

@@ -1,0 +1,266 @@
+"""The ingest process: MQTT (QoS 1, persistent session, manual acks) -> Kafka.
+
+Why manual acks: an MQTT message is acknowledged only after Kafka acknowledged the record that
+carries it (or its dead letter). If this process is killed, the broker redelivers everything
+not yet acknowledged to the same persistent session; redelivered readings are removed
+downstream by their identity. Nothing acknowledged is lost.
+
+Threads: paho's network loop puts raw messages on an asyncio queue (its callback never raises);
+the asyncio side parses, batches per partition (columnar ``SignalBatch``), produces, awaits the
+Kafka acks, then acknowledges the MQTT messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import signal
+import threading
+import time
+from collections import Counter, defaultdict, deque
+from pathlib import Path
+
+from aiokafka import AIOKafkaProducer
+
+from citybrain import health, mqtt
+from citybrain.city import load_city
+from citybrain.clock import WallClock
+from citybrain.exceptions import RejectedMessage
+from citybrain.kafka import ensure_topics_async, partition_for
+from citybrain.logs import truncate
+from citybrain.records import CameraCount, CameraEvent, DeadLetter, Presence, Reading, UnitStatus
+from citybrain.settings import Settings
+from citybrain.timeseries import open_writer
+from ingest.edge import INPUT_TOPICS, Edge
+
+log = logging.getLogger("ingest")
+
+DEADLETTER_FILE_MAX = 50 * 1024 * 1024
+
+
+class Stats:
+    """Counters for the health endpoint and the screen (bounded: per-device top list only)."""
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.rejected = 0
+        self.duplicates = 0
+        self.by_reason: Counter[str] = Counter()
+        self.by_device: Counter[str] = Counter()
+        self.recent: deque[dict] = deque(maxlen=50)
+        self._rate: deque[tuple[float, int]] = deque(maxlen=20)
+
+    def reject(self, dl: DeadLetter, payload: bytes) -> None:
+        self.rejected += 1
+        self.by_reason[dl.reason] += 1
+        if dl.device:
+            self.by_device[dl.device] += 1
+        self.recent.append({"t": dl.received_at, "topic": dl.topic, "reason": dl.reason, "detail": dl.detail,
+                            "payload": truncate(payload)})
+
+    def snapshot(self) -> dict:
+        now = time.time()
+        total = self.accepted + self.rejected
+        self._rate.append((now, total))
+        t0, n0 = self._rate[0]
+        rate = (total - n0) / (now - t0) if now > t0 else 0.0
+        return {"state": "up", "accepted": self.accepted, "rejected": self.rejected, "duplicates": self.duplicates,
+                "rejected_by_reason": dict(self.by_reason), "rejected_by_device": dict(self.by_device.most_common(50)),
+                "rate": round(rate, 1), "recent_rejects": list(self.recent)}
+
+
+class Ingest:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.city = load_city(settings.city_file)
+        self.edge = Edge(self.city, settings, WallClock())
+        self.stats = Stats()
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.stopping = asyncio.Event()
+        self.client = mqtt.make_client(settings, settings.ingest_client_id, clean_start=False, manual_ack=True)
+        self.client.on_message = self._on_message
+        self.client.on_connect = self._on_connect
+        self.series = None
+        self.dl_path = settings.data_dir / "deadletter.jsonl"
+
+    # ------------------------------------------------------------------ paho thread
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties=None) -> None:
+        if getattr(reason_code, "is_failure", False):
+            log.error("MQTT connect refused: %s", reason_code)
+            return
+        shared = mqtt.is_v5(self.settings)
+        subs = [((f"$share/{self.settings.ingest_share_group}/{t}" if shared else t), 1) for t in INPUT_TOPICS]
+        client.subscribe(subs)
+        log.info("subscribed to %s", [s for s, _ in subs])
+
+    def _on_message(self, client, userdata, msg) -> None:
+        try:
+            item = (msg.mid, msg.qos, msg.topic, bytes(msg.payload), time.time())
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+        except Exception:  # noqa: BLE001 - a paho callback never raises
+            log.exception("could not queue message on %s", getattr(msg, "topic", "?"))
+
+    # ------------------------------------------------------------------ asyncio side
+
+    async def run(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        await ensure_topics_async(self.settings)
+        self.series = await asyncio.to_thread(open_writer, self.settings)
+        self.producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka, acks="all", linger_ms=5,
+                                         max_request_size=8 * 1024 * 1024, request_timeout_ms=15000)
+        await self.producer.start()
+        mqtt.connect(self.client, self.settings)
+        self.client.loop_start()
+        stats_task = asyncio.create_task(self._stats_loop())
+        try:
+            while not (self.stopping.is_set() and self.queue.empty()):
+                batch = await self._gather()
+                if batch:
+                    await self._process(batch)
+        finally:
+            stats_task.cancel()
+            self.client.loop_stop()
+            self.client.disconnect()
+            await self.producer.stop()
+            self.series.close()
+            self._write_stats()
+
+    async def _gather(self) -> list[tuple]:
+        try:
+            first = await asyncio.wait_for(self.queue.get(), timeout=0.5)
+        except TimeoutError:
+            return []
+        items = [first]
+        deadline = self.loop.time() + self.settings.batch_ms / 1000
+        while len(items) < self.settings.batch_max:
+            if self.queue.empty():
+                remaining = deadline - self.loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    items.append(await asyncio.wait_for(self.queue.get(), timeout=remaining))
+                except TimeoutError:
+                    break
+            else:
+                items.append(self.queue.get_nowait())
+        return items
+
+    async def _process(self, items: list[tuple]) -> None:
+        P = self.settings.partitions
+        cols: dict[int, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+        events: dict[int, list[dict]] = defaultdict(list)
+        units: list[UnitStatus] = []
+        dead: list[tuple[DeadLetter, bytes]] = []
+        rows = []
+        for _mid, _qos, topic, payload, received in items:
+            try:
+                parsed = self.edge.parse(topic, payload)
+            except RejectedMessage as e:
+                dead.append((self._dead(topic, payload, received, e.reason, e.detail, e.device), payload))
+                continue
+            except Exception as e:  # noqa: BLE001 - a bug here must not stop the pipeline
+                log.exception("parser failed on %s: %s", topic, truncate(payload))
+                dead.append((self._dead(topic, payload, received, "internal_error", repr(e), None), payload))
+                continue
+            if not parsed.records and not parsed.duplicates:
+                continue  # citybrain's own output seen on the shared broker
+            self.stats.accepted += 1
+            self.stats.duplicates += parsed.duplicates
+            for r in parsed.records:
+                if isinstance(r, Reading):
+                    c = cols[partition_for(r.grid, P)]
+                    c["device"].append(r.device)
+                    c["name"].append(r.name)
+                    c["grid"].append(r.grid)
+                    c["t"].append(r.t)
+                    c["value"].append(r.value)
+                    c["ids"].append(r.id)
+                    rows.append((r.device, r.name, r.t, r.value))
+                elif isinstance(r, (CameraEvent, CameraCount, Presence)):
+                    events[partition_for(r.grid, P)].append(r.to_dict())
+                elif isinstance(r, UnitStatus):
+                    units.append(r)
+        now = time.time()
+        sends = []
+        for p in set(cols) | set(events):
+            c = cols.get(p, {})
+            body = {"type": "signal_batch", "produced_at": now, "events": events.get(p, []),
+                    **{k: c.get(k, []) for k in ("device", "name", "grid", "t", "value", "ids")}}
+            sends.append((self.settings.topic("signals"), json.dumps(body, separators=(",", ":")).encode(),
+                          f"p{p}".encode(), p))
+        for u in units:
+            sends.append((self.settings.topic("units"), u.encode(), u.unit.encode(), None))
+        for dl, _ in dead:
+            sends.append((self.settings.topic("deadletter"), dl.encode(), (dl.device or dl.topic).encode(), None))
+        await self._send_all(sends)
+        for dl, payload in dead:
+            self.stats.reject(dl, payload)
+        if dead:
+            await asyncio.to_thread(self._keep_dead_letters, [dl for dl, _ in dead])
+        # only now, with Kafka's acks in hand, acknowledge the MQTT messages
+        for mid, qos, *_ in items:
+            if qos > 0:
+                self.client.ack(mid, qos)
+        if rows:
+            await asyncio.to_thread(self._write_series, rows)
+
+    async def _send_all(self, sends: list[tuple]) -> None:
+        """Produce every record and wait for the acks; on failure retry (never ack unsent data)."""
+        backoff = 0.2
+        while True:
+            try:
+                futs = [await self.producer.send(t, v, key=k, partition=p) for t, v, k, p in sends]
+                await asyncio.gather(*futs)
+                return
+            except Exception as e:  # noqa: BLE001 - Kafka down: keep the messages, retry
+                log.warning("kafka send failed (%s); retrying in %.1fs", e, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def _write_series(self, rows) -> None:
+        try:
+            self.series.write(rows)
+        except Exception as e:  # noqa: BLE001 - the time-series store is not on the critical path
+            log.warning("time-series write failed: %s", e)
+
+    def _dead(self, topic, payload, received, reason, detail, device) -> DeadLetter:
+        log.info("rejected %s on %s: %s (%s)", reason, topic, detail, truncate(payload, 80))
+        return DeadLetter(topic=topic, reason=reason, detail=detail, payload_b64=base64.b64encode(payload).decode(),
+                          received_at=received, device=device)
+
+    def _keep_dead_letters(self, dls: list[DeadLetter]) -> None:
+        p: Path = self.dl_path
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if p.exists() and p.stat().st_size > DEADLETTER_FILE_MAX:
+            p.replace(p.with_suffix(".jsonl.1"))
+        with p.open("ab") as f:
+            for dl in dls:
+                f.write(dl.encode() + b"\n")
+
+    async def _stats_loop(self) -> None:
+        while True:
+            self._write_stats()
+            await asyncio.sleep(1.0)
+
+    def _write_stats(self) -> None:
+        try:
+            health.write_stats(self.settings.run_dir, "ingest", {**self.stats.snapshot(), "queued": self.queue.qsize()})
+        except OSError as e:
+            log.warning("cannot write stats: %s", e)
+
+
+def run(settings: Settings) -> None:
+    """Run ingest until SIGINT/SIGTERM; then drain, flush and acknowledge what was produced."""
+    async def main() -> None:
+        ing = Ingest(settings)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, ing.stopping.set)
+        await ing.run()
+
+    if threading.current_thread() is threading.main_thread():
+        asyncio.run(main())

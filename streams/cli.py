@@ -1,0 +1,38 @@
+"""Commands of the streams stage: ``citybrain nab`` and ``citybrain nab-score``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from citybrain.settings import Settings
+
+NAB_DATA = Path("/work/shared/data/nab/data")
+
+
+def _nab(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.nab import runner
+
+    r = runner.run(args.data, args.out)
+    print(f"{r['points']} points in {r['seconds']:.2f} s ({r['points_per_s']:.0f} points/s) -> {args.out}")
+    return 0
+
+
+def _nab_score(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.nab import scoring
+
+    for profile, row in scoring.report(args.results, args.data).items():
+        cats = "  ".join(f"{k}={v:.1f}" for k, v in row.items() if k not in ("threshold", "all"))
+        print(f"{profile:14s} score={row['all']:.1f} (threshold {row['threshold']:.3f})  {cats}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("nab", help="run the detectors over NAB CSV files, one point at a time")
+    p.add_argument("--data", type=Path, default=NAB_DATA, help="NAB data dir (<category>/<file>.csv)")
+    p.add_argument("--out", type=Path, required=True, help="results dir (<category>/<detector>_<file>.csv)")
+    p.set_defaults(handler=_nab)
+    s = sub.add_parser("nab-score", help="NAB score of a results dir, by profile and category")
+    s.add_argument("--results", type=Path, required=True)
+    s.add_argument("--data", type=Path, default=NAB_DATA, help="NAB data dir; labels from ../combined_windows.json")
+    s.set_defaults(handler=_nab_score)

@@ -1,0 +1,1 @@
+"""NAB (Numenta Anomaly Benchmark): run the detectors over NAB files and score the results."""

@@ -1,0 +1,172 @@
+"""The Faust worker: a thin shell that feeds the pure core and produces what it returns.
+
+One agent consumes ``signals`` (one SignalBatch per record, partitioned by grid), hands each
+batch to :class:`~streams.core.StreamCore` with its partition, produces warnings (key = grid)
+and dead letters, and checkpoints the core's changed per-source state to a state topic (key =
+partition/source, the partition of the input): a changelog we own. A restarting worker reads it
+to the end before Faust starts and rebuilds the core from it. Faust's windowed tables are not
+used on purpose (they close windows on the wall clock; the core closes them on event time), and
+neither is a plain Faust table: with tansu and the memory store its recovery was not reliable
+before the first event, which a restart test showed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+import faust
+
+from citybrain.city import load_city
+from citybrain.health import write_stats
+from citybrain.kafka import ensure_topics
+from citybrain.logs import truncate
+from citybrain.records import SignalBatch
+from citybrain.settings import Settings
+from streams.core import StreamCore
+
+log = logging.getLogger(__name__)
+
+STATE_TOPIC = "streams-state"
+#: wall seconds between checkpoints of a partition's learned state (episode changes go at once)
+CHECKPOINT_S = 5.0
+
+
+def app_id(settings: Settings) -> str:
+    return f"{settings.topic_prefix}-streams"
+
+
+def changelog_topic(settings: Settings) -> str:
+    """The state changelog (created before the app starts, partitioned like ``signals``)."""
+    return settings.topic(STATE_TOPIC)
+
+
+async def load_state(settings: Settings) -> dict[int, dict[str, object]]:
+    """Read the state changelog to its end: {partition: {key: latest value}} (None = no state)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    topic = changelog_topic(settings)
+    cons = AIOKafkaConsumer(bootstrap_servers=settings.kafka, group_id=None, enable_auto_commit=False,
+                            max_partition_fetch_bytes=16 << 20)
+    await cons.start()
+    out: dict[int, dict[str, object]] = {}
+    try:
+        tps = [TopicPartition(topic, p) for p in range(settings.partitions)]
+        cons.assign(tps)
+        await cons.seek_to_beginning(*tps)
+        ends = await cons.end_offsets(tps)
+        todo = {tp for tp in tps if ends[tp] > 0}
+        while todo:
+            for tp, recs in (await cons.getmany(*todo, timeout_ms=1000)).items():
+                for r in recs:
+                    try:
+                        out.setdefault(tp.partition, {})[r.key.decode().split("/", 1)[1]] = json.loads(r.value)
+                    except (ValueError, IndexError, AttributeError) as e:
+                        log.warning("bad state record %s: %s", e, truncate(r.value or b""))
+                if recs and recs[-1].offset + 1 >= ends[tp]:
+                    todo.discard(tp)
+    finally:
+        await cons.stop()
+    return out
+
+
+def build_app(settings: Settings, core: StreamCore) -> faust.App:
+    """The Faust app, its agent, state changelog and heartbeat timer (not started)."""
+    app = faust.App(
+        app_id(settings), broker=f"kafka://{settings.kafka}", store="memory://", web_enabled=False,
+        topic_partitions=settings.partitions, topic_replication_factor=1, topic_allow_declare=False,
+        consumer_auto_offset_reset="earliest", broker_session_timeout=10.0, broker_heartbeat_interval=1.0,
+        broker_rebalance_timeout=10.0, broker_commit_every=1000, broker_commit_interval=1.0,
+        stream_wait_empty=False, table_standby_replicas=0, producer_linger_ms=5,
+        consumer_max_fetch_size=16 << 20, broker_max_poll_records=None,
+    )
+    signals = app.topic(settings.topic("signals"), key_serializer="raw", value_serializer="raw",
+                        partitions=settings.partitions)
+    warnings = app.topic(settings.topic("warnings"), key_serializer="raw", value_serializer="raw")
+    deadletter = app.topic(settings.topic("deadletter"), key_serializer="raw", value_serializer="raw")
+    state = app.topic(changelog_topic(settings), key_serializer="raw", value_serializer="raw")
+    last_ckpt: dict[int, float] = {}
+    offsets: dict[int, int] = {}
+    busy = core.timing  # seconds spent in the core and in checkpoints (where a worker's time goes)
+
+    async def reject(value: bytes | None, reason: str, detail: str) -> None:
+        """A whole record the core cannot take: counted and kept as a dead letter, never a crash."""
+        core.counts["bad_events"] += 1
+        dl = core._dead(truncate(value or b"", 10_000), reason, detail, None)
+        await deadletter.send(key=b"signals", value=dl.encode())
+
+    @app.agent(signals)
+    async def detect(stream: Any) -> None:
+        async for event in stream.events():
+            p = event.message.partition
+            offsets[p] = event.message.offset
+            try:
+                batch = SignalBatch.decode(event.value)
+            except (ValueError, TypeError, KeyError) as e:
+                log.warning("undecodable signal batch: %s %s", e, truncate(event.value or b""))
+                await reject(event.value, "bad_batch", str(e))
+                continue
+            t0 = time.perf_counter()
+            try:
+                out = core.process(p, batch)
+            except Exception as e:  # a bug on one batch must not stop the city's detection
+                log.exception("batch at partition %d offset %d failed", p, event.message.offset)
+                await reject(event.value, "processing_error", repr(e))
+                continue
+            log.debug("partition %d offset %d: %d readings -> %d warnings", p, event.message.offset, len(batch.t),
+                      len(out.warnings))
+            busy["process_s"] += time.perf_counter() - t0
+            for w in out.warnings:
+                await warnings.send(key=w.grid.encode(), value=w.encode())
+            for d in out.dead_letters:
+                await deadletter.send(key=(d.device or d.topic).encode(), value=d.encode())
+            now = time.monotonic()
+            full = now - last_ckpt.get(p, 0.0) >= CHECKPOINT_S
+            if full or core.needs_checkpoint(p):
+                if full:
+                    last_ckpt[p] = now
+                t0 = time.perf_counter()
+                for k, v in core.checkpoint(p, full).items():
+                    await state.send(key=f"p{p}/{k}".encode(), value=json.dumps(v).encode(), partition=p)
+                busy["checkpoint_s"] += time.perf_counter() - t0
+
+    @app.timer(interval=1.0)
+    async def heartbeat() -> None:
+        write_stats(settings.run_dir, "streams", stats(app, core, offsets))
+
+    app.streams_core, app.streams_offsets = core, offsets  # for the final stats, tests and the bench
+    return app
+
+
+def stats(app: faust.App, core: StreamCore, offsets: dict[int, int]) -> dict[str, Any]:
+    lag = 0
+    try:
+        for tp in app.consumer.assignment():
+            if tp.topic.endswith(".signals"):
+                hw = app.consumer.highwater(tp) or 0
+                lag += max(0, hw - (offsets.get(tp.partition, -1) + 1))
+    except Exception as e:  # noqa: BLE001 - a heartbeat must never die on a consumer detail
+        log.debug("lag unavailable: %s", e)
+    c = core.counts
+    return {"state": "up", "lag": lag, "readings": c["readings"], "events": c["events"], "warnings": c["warnings"],
+            "late": c["late"], "too_late": c["too_late"], "duplicates": c["duplicates"],
+            "bad_events": c["bad_events"], **{k: round(v, 3) for k, v in core.timing.items()}, "watermark": {str(p): t for p, t in core.watermarks().items()}}
+
+
+def run(settings: Settings, loglevel: str = "WARNING") -> None:
+    """Ensure topics (incl. the changelog), start the Faust worker, return when it stops."""
+    ensure_topics(settings, extra=[changelog_topic(settings)])
+    core = StreamCore(settings, load_city(settings.city_file))
+    for p, items in asyncio.run(load_state(settings)).items():
+        log.info("partition %d: restored %d sources from %s", p, core.restore(p, items), changelog_topic(settings))
+    app = build_app(settings, core)
+    write_stats(settings.run_dir, "streams", {"state": "starting", "lag": 0, "readings": 0, "warnings": 0})
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True, override_logging=False)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit:
+        pass
+    write_stats(settings.run_dir, "streams", {**stats(app, core, app.streams_offsets), "state": "down"})

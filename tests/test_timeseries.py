@@ -1,0 +1,99 @@
+"""The time-series store: embedded SQLite (raw + per-minute aggregates) and the InfluxDB 2 write
+path against a real server (Debian's victoria-metrics speaks the v2 write API), including an
+outage: buffered while down, flushed when it returns."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import urllib.parse
+import urllib.request
+
+import numpy as np
+import pytest
+
+from citybrain.timeseries import InfluxSeries, SqliteSeries, open_reader, open_writer
+from tests.conftest import free_port, wait_port
+
+T0 = 1_795_339_200.0
+
+
+def test_sqlite_raw_window_and_minute_aggregates(settings):
+    w = open_writer(settings)
+    assert isinstance(w, SqliteSeries)
+    rows = [("wl-0001", "water_level", T0 + k * 10, 1.0 + k) for k in range(12)]  # two minutes
+    w.write(rows)
+    w.write([("rf-0001", "rainfall", T0, 5.0)])
+    r = open_reader(settings)
+    t, v = r.window("wl-0001", T0 + 15, T0 + 65)
+    assert list(t) == [T0 + 20, T0 + 30, T0 + 40, T0 + 50, T0 + 60] and list(v) == [3.0, 4.0, 5.0, 6.0, 7.0]
+    mins = r.minutes("wl-0001", T0, T0 + 119)
+    assert [m["count"] for m in mins] == [6, 6]
+    assert mins[0]["mean"] == pytest.approx(3.5) and mins[0]["min"] == 1.0 and mins[0]["max"] == 6.0
+    empty_t, empty_v = r.window("nope", T0, T0 + 60)
+    assert len(empty_t) == 0 and len(empty_v) == 0
+
+
+class VictoriaMetrics:
+    def __init__(self, tmp, port):
+        self.tmp, self.port, self.proc = tmp, port, None
+
+    def start(self):
+        exe = shutil.which("victoria-metrics") or "/usr/bin/victoria-metrics"
+        self.proc = subprocess.Popen([exe, f"-httpListenAddr=127.0.0.1:{self.port}", f"-storageDataPath={self.tmp}",
+                                      "-retentionPeriod=100y", "-search.latencyOffset=0s"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.port)
+        return self
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(20)
+
+    def export(self, match: str) -> list[dict]:
+        url = f"http://127.0.0.1:{self.port}/api/v1/export?" + urllib.parse.urlencode({"match[]": match})
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return [json.loads(line) for line in r.read().splitlines() if line.strip()]
+
+    def flush(self):
+        urllib.request.urlopen(f"http://127.0.0.1:{self.port}/internal/force_flush", timeout=10).read()
+
+
+@pytest.mark.slow
+def test_influx_v2_writes_reach_the_server_and_survive_an_outage(settings, tmp_path):
+    port = free_port()
+    vm = VictoriaMetrics(tmp_path / "vm", port).start()
+    s = settings.replace(tsdb_url=f"http://127.0.0.1:{port}", tsdb_token="t", tsdb_org="o", tsdb_bucket="b")
+    w = open_writer(s)
+    assert isinstance(w, InfluxSeries)
+    try:
+        w.write([("wl-0001", "water_level", T0 + k, 1.0 + k) for k in range(5)])
+        assert not w.buffer
+        vm.flush()
+        series = vm.export('reading_value{device="wl-0001"}')
+        assert series and sorted(series[0]["values"]) == [1.0, 2.0, 3.0, 4.0, 5.0]
+        assert series[0]["metric"]["kind"] == "water_level"
+        # the server goes away: writes are kept in the bounded buffer, nothing raises
+        vm.stop()
+        w.write([("wl-0001", "water_level", T0 + 100 + k, 10.0 + k) for k in range(3)])
+        assert len(w.buffer) == 3
+        vm.start()
+        w._next_try = 0.0  # skip the backoff wait instead of sleeping
+        assert w.flush() and not w.buffer
+        vm.flush()
+        values = sorted(vm.export('reading_value{device="wl-0001"}')[0]["values"])
+        assert values == [1.0, 2.0, 3.0, 4.0, 5.0, 10.0, 11.0, 12.0]
+    finally:
+        w.client.close()
+        if vm.proc.poll() is None:
+            vm.stop()
+
+
+def test_buffer_is_bounded_and_counts_what_it_drops(settings):
+    s = settings.replace(tsdb_url=f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    w = InfluxSeries(s, buffer_points=10)
+    w.write([("d", "k", T0 + k, float(k)) for k in range(25)])
+    assert len(w.buffer) == 10 and w.dropped == 15
+    assert np.isclose(float(w.buffer[-1].split("value=")[1].split()[0]), 24.0)
+    w.client.close()
