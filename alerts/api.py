@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import statistics
 import uuid
 from collections import defaultdict
@@ -25,7 +26,7 @@ from citybrain.clock import Clock, WallClock
 from citybrain.exceptions import IllegalTransition, NotFound
 from citybrain.records import HistoryEntry, Incident, UnitStatus, Warning
 from citybrain.settings import Settings
-from citybrain.vocab import CAP_CERTAINTY, CAP_SEVERITY, CAP_URGENCY, EVENT_CAP_CATEGORY, OPEN_STATES
+from citybrain.vocab import CAP_CERTAINTY, CAP_SEVERITY, CAP_URGENCY, EVENT_CAP_CATEGORY, EVENTS, OPEN_STATES
 
 log = logging.getLogger(__name__)
 
@@ -344,8 +345,15 @@ class IncidentService:
             raise ValueError("scope must be one of device, grid, event, district")
         if not isinstance(value, str) or not value:
             raise ValueError("value must be a non-empty string")
+        known = {"device": self.city.devices, "grid": self.city.areas, "district": self.city.areas,
+                 "event": EVENTS}[scope]
+        if value not in known or (scope in ("grid", "district") and self.city.areas[value].level != scope):
+            raise ValueError(f"{value!r} is not a {scope} of this city" if scope != "event"
+                             else f"{value!r} is not an event type ({', '.join(sorted(EVENTS))})")
+        if isinstance(until, bool) or not isinstance(until, (int, float)) or not math.isfinite(until):
+            raise ValueError(f"until must be a finite number of epoch seconds, got {until!r}")
         now = self.clock.now()
-        if float(until) <= now:
+        if until <= now:
             raise ValueError("until must be in the future")
         s = {"id": "SIL-" + uuid.uuid4().hex[:8], "scope": scope, "value": value, "until": float(until),
              "actor": actor, "note": note, "created_at": now}

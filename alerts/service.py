@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 import signal
+import time
 
 from aiokafka import AIOKafkaConsumer
 
@@ -17,6 +18,7 @@ from alerts.api import IncidentService
 from alerts.publisher import MqttPublisher
 from citybrain import health
 from citybrain.city import load_city
+from citybrain.exceptions import StoreUnavailable
 from citybrain.kafka import ensure_topics_async
 from citybrain.logs import truncate
 from citybrain.records import UnitStatus, Warning
@@ -25,25 +27,71 @@ from citybrain.settings import Settings
 log = logging.getLogger("alerts")
 
 
+class StoreGate:
+    """Holds the consumer on the record it is at while the incident store is unavailable.
+
+    Kafka is the buffer: nothing after the record is read and no offset is committed until the
+    store has it, so an outage of PostgreSQL (or a full disk under SQLite) delays incidents and
+    loses none. The outage shows in the component's health as ``degraded``.
+    """
+
+    def __init__(self, max_backoff_s: float = 5.0) -> None:
+        self.down_since: float | None = None
+        self.reason = ""
+        self.outages = 0
+        self.max_backoff_s = max_backoff_s
+
+    async def call(self, fn, *args):
+        backoff = 0.2
+        while True:
+            try:
+                out = await asyncio.to_thread(fn, *args)
+            except StoreUnavailable as e:
+                if self.down_since is None:
+                    self.down_since, self.outages = time.monotonic(), self.outages + 1
+                    log.warning("%s; holding the input in Kafka and retrying", e)
+                self.reason = str(e)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.max_backoff_s)
+                continue
+            if self.down_since is not None:
+                log.warning("incident store back after %.1f s; catching up", time.monotonic() - self.down_since)
+                self.down_since, self.reason = None, ""
+            return out
+
+    def health(self) -> dict:
+        if self.down_since is None:
+            return {"state": "up", "store_outages": self.outages}
+        return {"state": "degraded", "store_outages": self.outages, "store_error": self.reason,
+                "store_down_s": round(time.monotonic() - self.down_since, 1)}
+
+
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     city = load_city(settings.city_file)
     await ensure_topics_async(settings)
     publisher = MqttPublisher(settings, f"citybrain-alerts-{os.getpid()}")
-    svc = IncidentService(settings, city, publisher=publisher)
+    gate = StoreGate()
+    svc = await gate.call(lambda: IncidentService(settings, city, publisher=publisher))
     consumer = AIOKafkaConsumer(settings.topic("warnings"), settings.topic("units"), bootstrap_servers=settings.kafka,
                                 group_id=f"{settings.topic_prefix}-alerts", enable_auto_commit=False,
-                                auto_offset_reset="earliest", session_timeout_ms=10000, heartbeat_interval_ms=1000)
+                                auto_offset_reset="earliest", session_timeout_ms=10000, heartbeat_interval_ms=1000,
+                                max_poll_interval_ms=3_600_000)  # a store outage may hold a record long
     await consumer.start()
     counts = {"warnings_in": 0, "unit_reports": 0, "bad_records": 0}
+    open_n = 0
 
     async def timers() -> None:
+        nonlocal open_n
         while True:
             try:
-                await asyncio.to_thread(svc.tick)
-                open_n = len(await asyncio.to_thread(svc.list_incidents, "open"))
-                health.write_stats(settings.run_dir, "alerts", {"state": "up", **counts, "incidents_open": open_n})
+                if gate.down_since is None:
+                    await asyncio.to_thread(svc.tick)
+                    open_n = len(await asyncio.to_thread(svc.list_incidents, "open"))
+            except StoreUnavailable as e:
+                log.debug("tick skipped: %s", e)
             except Exception:  # noqa: BLE001 - timers never die
                 log.exception("tick failed")
+            health.write_stats(settings.run_dir, "alerts", {**gate.health(), **counts, "incidents_open": open_n})
             await asyncio.sleep(1.0)
 
     timer_task = asyncio.create_task(timers())
@@ -54,10 +102,10 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
                 for m in msgs:
                     try:
                         if tp.topic == settings.topic("warnings"):
-                            await asyncio.to_thread(svc.handle_warning, Warning.decode(m.value))
+                            await gate.call(svc.handle_warning, Warning.decode(m.value))
                             counts["warnings_in"] += 1
                         else:
-                            await asyncio.to_thread(svc.handle_unit_status, UnitStatus.decode(m.value))
+                            await gate.call(svc.handle_unit_status, UnitStatus.decode(m.value))
                             counts["unit_reports"] += 1
                     except (ValueError, KeyError, TypeError) as e:
                         counts["bad_records"] += 1

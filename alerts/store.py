@@ -7,6 +7,7 @@ race re-reads and re-applies its change, so no update is ever lost.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -14,6 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from citybrain.exceptions import StoreUnavailable
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS incidents (id TEXT PRIMARY KEY, state TEXT NOT NULL, event TEXT NOT NULL,
@@ -48,56 +51,102 @@ class Store:
     def _conn(self):
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            if self.pg:
-                import psycopg
+            with self._unavailable_as_error():
+                if self.pg:
+                    import psycopg
 
-                conn = psycopg.connect(self.url, autocommit=False)
-            else:
-                path = Path(self.url.removeprefix("sqlite:///"))
-                path.parent.mkdir(parents=True, exist_ok=True)
-                conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA busy_timeout=30000")
+                    conn = psycopg.connect(self.url, autocommit=False, connect_timeout=5)
+                else:
+                    path = Path(self.url.removeprefix("sqlite:///"))
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+                    conn.execute("PRAGMA journal_mode=WAL")
+                    conn.execute("PRAGMA busy_timeout=30000")
             self._local.conn = conn
         return conn
 
     @contextmanager
+    def _unavailable_as_error(self) -> Iterator[None]:
+        """Connection loss, a stopped server, a full or read-only disk -> :class:`StoreUnavailable`.
+
+        The broken connection is dropped so that the next call reconnects; SQL errors (bugs)
+        pass through unchanged.
+        """
+        try:
+            yield
+        except Exception as e:
+            if not _is_outage(e):
+                raise
+            self.close()
+            raise StoreUnavailable(f"incident store {redact_url(self.url)} is unavailable: "
+                                   f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from e
+
+    @contextmanager
     def tx(self) -> Iterator[Cursor]:
         conn = self._conn()
-        if self.pg:
-            try:
-                with conn.cursor() as cur:
-                    # one writer at a time on the audit chain and incident merges
-                    cur.execute("SELECT pg_advisory_xact_lock(7207)")
-                    yield Cursor(cur, True)
-                conn.commit()
-            except BaseException:
-                conn.rollback()
-                raise
-        else:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield Cursor(conn.cursor(), False)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+        with self._unavailable_as_error():
+            if self.pg:
+                try:
+                    with conn.cursor() as cur:
+                        # one writer at a time on the audit chain and incident merges
+                        cur.execute("SELECT pg_advisory_xact_lock(7207)")
+                        yield Cursor(cur, True)
+                    conn.commit()
+                except BaseException:
+                    with contextlib.suppress(Exception):  # the connection may be gone
+                        conn.rollback()
+                    raise
+            else:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield Cursor(conn.cursor(), False)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        conn.execute("ROLLBACK")
+                    raise
 
     def read(self, sql: str, args: tuple = ()) -> list[tuple]:
         conn = self._conn()
-        if self.pg:
-            with conn.cursor() as cur:
-                cur.execute(sql.replace("?", "%s"), args)
-                rows = cur.fetchall()
-            conn.commit()
-            return rows
-        return conn.execute(sql, args).fetchall()
+        with self._unavailable_as_error():
+            if self.pg:
+                with conn.cursor() as cur:
+                    cur.execute(sql.replace("?", "%s"), args)
+                    rows = cur.fetchall()
+                conn.commit()
+                return rows
+            return conn.execute(sql, args).fetchall()
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
         if conn is not None:
-            conn.close()
+            with contextlib.suppress(Exception):
+                conn.close()
             self._local.conn = None
+
+
+_SQLITE_OUTAGES = ("disk i/o error", "unable to open database", "database or disk is full", "readonly database")
+
+
+def _is_outage(e: BaseException) -> bool:
+    if isinstance(e, sqlite3.OperationalError):
+        return any(m in str(e).lower() for m in _SQLITE_OUTAGES)
+    mod = type(e).__module__ or ""
+    if mod.startswith("psycopg"):
+        import psycopg
+
+        return isinstance(e, (psycopg.OperationalError, psycopg.InterfaceError))
+    return isinstance(e, (ConnectionError, TimeoutError))
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password, for logs and error messages."""
+    head, sep, rest = url.partition("://")
+    if "@" not in rest:
+        return url
+    cred, _, host = rest.rpartition("@")
+    user = cred.split(":", 1)[0]
+    return f"{head}{sep}{user}:***@{host}" if ":" in cred else url
 
 
 class Cursor:

@@ -15,6 +15,7 @@ import shutil
 import signal
 from pathlib import Path
 
+from citybrain import mqtt_auth
 from citybrain.exceptions import ComponentStartError
 
 log = logging.getLogger(__name__)
@@ -46,17 +47,27 @@ def tansu_command(port: int, host: str = "127.0.0.1") -> list[str]:
             "--advertised-listener-url", f"tcp://{host}:{port}", "--storage-engine", "memory://tansu/"]
 
 
-def amqtt_config(port: int, host: str = "127.0.0.1") -> dict:
+def amqtt_config(port: int, host: str = "127.0.0.1", password_file: str = "", acl_file: str = "") -> dict:
+    """Anonymous by default; with Mosquitto's password/ACL files, enforced the way Mosquitto does."""
+    plugins: dict = {}
+    if password_file:
+        mqtt_auth.load_passwords(password_file)  # fail here, clearly, on a malformed file
+        plugins["citybrain.amqtt_plugins.MosquittoPasswordPlugin"] = {"password_file": str(password_file)}
+    else:
+        plugins["amqtt.plugins.authentication.AnonymousAuthPlugin"] = {"allow_anonymous": True}
+    if acl_file:
+        mqtt_auth.load_acl(acl_file)
+        plugins["citybrain.amqtt_plugins.MosquittoAclPlugin"] = {"acl_file": str(acl_file)}
     return {
         "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}", "max_connections": 1000}},
-        "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+        "plugins": plugins,
     }
 
 
-async def run_amqtt(port: int, host: str = "127.0.0.1") -> None:
+async def run_amqtt(port: int, host: str = "127.0.0.1", password_file: str = "", acl_file: str = "") -> None:
     from amqtt.broker import Broker
 
-    broker = Broker(amqtt_config(port, host))
+    broker = Broker(amqtt_config(port, host, password_file, acl_file))
     await broker.start()
     log.info("amqtt broker listening on %s:%d", host, port)
     stop = asyncio.Event()
@@ -72,10 +83,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("which", choices=["mqtt"])
     ap.add_argument("--port", type=int, default=1883)
     ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--password-file", default="", help="mosquitto password file (default: anonymous)")
+    ap.add_argument("--acl-file", default="", help="mosquitto ACL file")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s mqtt-broker %(message)s")
     logging.getLogger(__name__).setLevel(logging.INFO)
-    asyncio.run(run_amqtt(a.port, a.host))
+    asyncio.run(run_amqtt(a.port, a.host, a.password_file, a.acl_file))
 
 
 if __name__ == "__main__":

@@ -29,6 +29,11 @@ def common_parser() -> argparse.ArgumentParser:
     g.add_argument("--city", dest="city_file", type=Path, help="city file (YAML or JSON); default: the bundled demo city")
     g.add_argument("--mqtt", dest="mqtt_url", help="use this MQTT broker, mqtt://HOST:PORT (default: start the embedded one)")
     g.add_argument("--mqtt-protocol", dest="mqtt_protocol", choices=["5", "3.1.1"], help="MQTT protocol of --mqtt (default 5)")
+    g.add_argument("--mqtt-tls-ca", dest="mqtt_tls_ca", help="CA file: connect to the MQTT broker over TLS")
+    g.add_argument("--mqtt-password-file", dest="mqtt_password_file",
+                   help="mosquitto password file the embedded broker enforces (e.g. deploy/mosquitto/passwd)")
+    g.add_argument("--mqtt-acl-file", dest="mqtt_acl_file",
+                   help="mosquitto ACL file the embedded broker enforces (e.g. deploy/mosquitto/acl)")
     g.add_argument("--kafka", dest="kafka_bootstrap", help="use this Kafka bootstrap HOST:PORT (default: start the embedded one)")
     g.add_argument("--data-dir", dest="data_dir", type=Path, help="where stores, logs and state live (default ./.citybrain-data)")
     g.add_argument("--store", dest="store_url", help="incident store URL: postgresql://... (default: SQLite in the data dir)")
@@ -40,7 +45,8 @@ def common_parser() -> argparse.ArgumentParser:
     return p
 
 
-SETTING_ARGS = ("city_file", "mqtt_url", "mqtt_protocol", "kafka_bootstrap", "data_dir", "store_url", "tsdb_url",
+SETTING_ARGS = ("city_file", "mqtt_url", "mqtt_protocol", "mqtt_tls_ca", "mqtt_password_file", "mqtt_acl_file",
+                "kafka_bootstrap", "data_dir", "store_url", "tsdb_url",
                 "http_port", "admin_token", "partitions", "topic_prefix", "simulate", "sim_scenario", "sim_speed",
                 "sim_seed", "mqtt_port", "kafka_port")
 

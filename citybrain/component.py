@@ -19,7 +19,7 @@ from citybrain.settings import Settings
 def _amqtt(settings: Settings) -> None:
     from citybrain.brokers import run_amqtt
 
-    asyncio.run(run_amqtt(settings.mqtt[1], settings.mqtt[0]))
+    asyncio.run(run_amqtt(settings.mqtt[1], settings.mqtt[0], settings.mqtt_password_file, settings.mqtt_acl_file))
 
 
 #: component name -> "module:function" taking the settings (or a callable)

@@ -48,3 +48,14 @@ class PermissionDenied(CitybrainError):
 
 class ComponentStartError(CitybrainError):
     """A component could not start: port taken, binary missing, server unreachable."""
+
+
+class StoreUnavailable(CitybrainError):
+    """A store (incident database, time-series store) cannot be reached or written just now.
+
+    Callers hold their input and retry: nothing is acknowledged upstream until the store has it.
+    """
+
+
+class BrokerRefused(CitybrainError):
+    """The MQTT broker did not accept the connection (credentials, authorisation, no answer)."""

@@ -56,6 +56,10 @@ class Settings:
     mqtt_protocol: str = "5"  # "5" or "3.1.1"; the embedded amqtt broker speaks 3.1.1 only
     mqtt_username: str = ""
     mqtt_password: Secret = field(default_factory=lambda: Secret(""))
+    mqtt_tls_ca: str = ""  # CA file: connect with TLS (also implied by an mqtts:// URL)
+    # the embedded broker enforces these Mosquitto files when set (deploy/mosquitto/passwd, acl)
+    mqtt_password_file: str = ""
+    mqtt_acl_file: str = ""
     # Kafka: None means "start the embedded tansu broker on kafka_port"
     kafka_bootstrap: str | None = None
     kafka_port: int = 9092
@@ -94,7 +98,11 @@ class Settings:
     def mqtt(self) -> tuple[str, int]:
         """(host, port) of the MQTT broker in use."""
         url = self.mqtt_url or f"mqtt://127.0.0.1:{self.mqtt_port}"
-        return parse_host_port(url, default_port=1883)
+        return parse_host_port(url, default_port=8883 if self.mqtt_tls else 1883)
+
+    @property
+    def mqtt_tls(self) -> bool:
+        return bool(self.mqtt_tls_ca) or (self.mqtt_url or "").startswith(("mqtts://", "ssl://"))
 
     @property
     def kafka(self) -> str:

@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from citybrain import health
+from citybrain import health, mqtt_auth
 from citybrain.brokers import tansu_command
 from citybrain.exceptions import ComponentStartError
 from citybrain.kafka import ensure_topics
@@ -96,8 +96,15 @@ class Child:
         return self.proc.pid if self.proc else None
 
 
+# the MQTT user each component connects as when the embedded broker enforces a password file
+# (the same names as deploy/mosquitto/acl and docker-compose.yml)
+SERVICE_USERS = {"ingest": "citybrain-ingest", "alerts": "citybrain-alerts",
+                 "dashboard": "citybrain-dashboard", "simulator": "citybrain-simulator"}
+
+
 class Supervisor:
     def __init__(self, settings: Settings) -> None:
+        self.mqtt_credentials: dict[str, tuple[str, str]] = {}
         self.settings = self._prepare(settings)
         self.children: list[Child] = []
         self.external: dict[str, str] = {}
@@ -140,6 +147,8 @@ class Supervisor:
                 log.warning("MQTT port %d is taken (another broker running?); the embedded broker uses %d "
                             "instead. To use the running broker: --mqtt mqtt://127.0.0.1:%d", s.mqtt_port, port, s.mqtt_port)
             changes.update(mqtt_port=port, mqtt_protocol="3.1.1")
+            if s.mqtt_password_file:
+                changes["mqtt_password_file"] = str(self._service_passwords(s))
         if s.kafka_bootstrap is None:
             port = s.kafka_port
             if not port_free(port):
@@ -149,6 +158,23 @@ class Supervisor:
         if s.simulate is None:
             changes["simulate"] = Path(s.city_file).resolve() == BUNDLED_CITY.resolve()
         return s.replace(**changes)
+
+    def _service_passwords(self, s: Settings) -> Path:
+        """The user's password file plus a fresh random password per service user for this run.
+
+        The embedded broker then enforces the user's devices' passwords and ACL while the
+        components it starts log in as themselves, with nothing to configure by hand.
+        """
+        users = mqtt_auth.load_passwords(s.mqtt_password_file)
+        for component, user in SERVICE_USERS.items():
+            password = secrets.token_urlsafe(18)
+            self.mqtt_credentials[component] = (user, password)
+            users[user] = mqtt_auth.hash_password(password)
+        merged = s.run_dir / "mqtt_passwd"
+        merged.parent.mkdir(parents=True, exist_ok=True)
+        merged.write_text("".join(f"{u}:{h}\n" for u, h in users.items()))
+        merged.chmod(0o600)
+        return merged.resolve()
 
     def _plan(self) -> None:
         s = self.settings
@@ -173,6 +199,9 @@ class Supervisor:
     def _spawn(self, c: Child) -> None:
         c.log_path = self.settings.data_dir / "logs" / f"{c.name}.log"
         env = {**os.environ, **self.settings.to_env(), "PYTHONUNBUFFERED": "1"}
+        if c.name in self.mqtt_credentials:
+            user, password = self.mqtt_credentials[c.name]
+            env.update(CITYBRAIN_MQTT_USERNAME=user, CITYBRAIN_MQTT_PASSWORD=password)
         out = open(c.log_path, "ab")  # noqa: SIM115 - owned by the child process
         try:
             c.proc = subprocess.Popen(c.argv, stdout=out, stderr=subprocess.STDOUT, env=env,

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 import math
 from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
+from werkzeug.exceptions import HTTPException
 
-from citybrain.exceptions import IllegalTransition, NotFound, PermissionDenied
+from citybrain.exceptions import IllegalTransition, NotFound, PermissionDenied, StoreUnavailable
 from dashboard.auth import AuthStore, BadInput, Principal, check_name, check_role
 from dashboard.data import DataSource, build_health
 
@@ -43,10 +45,19 @@ def error(status: int, message: str) -> tuple[Response, int]:
     return resp, status
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def _json_body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
+    """The request's JSON object, strictly: NaN/Infinity (which Python's json accepts) are refused."""
+    raw = request.get_data(cache=True)
+    try:
+        body = json.loads(raw, parse_constant=_no_constant) if raw else None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BadInput(f"body is not valid JSON: {e}") from None
     if not isinstance(body, dict):
-        raise BadInput('body must be a JSON object, e.g. {"action": "acknowledge"}')
+        raise BadInput(f"body must be a JSON object, got {type(body).__name__ if raw else 'nothing'}")
     return body
 
 
@@ -113,7 +124,7 @@ def create_blueprint(data: DataSource, auth: AuthStore) -> Blueprint:
     def _errors(e: Exception) -> tuple[Response, int]:
         if isinstance(e, Unauthorized):
             return error(401, str(e))
-        if isinstance(e, ServiceDown):
+        if isinstance(e, (ServiceDown, StoreUnavailable)):
             return error(503, str(e))
         for cls, status in _STATUS.items():
             if isinstance(e, cls):
@@ -259,6 +270,17 @@ def create_blueprint(data: DataSource, auth: AuthStore) -> Blueprint:
 
     @bp.route("/<path:rest>", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
     def unknown(rest: str) -> tuple[Response, int]:
+        adapter = current_app.url_map.bind_to_environ(request.environ)
+        allowed = []
+        for method in ("GET", "POST", "DELETE"):
+            try:
+                endpoint, _ = adapter.match(request.path, method=method)
+            except HTTPException:
+                continue
+            if endpoint != request.endpoint:
+                allowed.append(method)
+        if allowed:
+            return error(405, f"{request.method} is not allowed on {request.path}; use {', '.join(allowed)}")
         return error(404, f"no endpoint /api/{rest}")
 
     return bp

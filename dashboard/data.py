@@ -97,7 +97,8 @@ def build_health(settings: Settings, now: float, stats: dict[str, dict] | None =
         "rejected_by_reason": dict(ingest.get("rejected_by_reason") or {}),
         "recent_rejects": list(ingest.get("recent_rejects") or [])[-50:],
         "streams": {k: streams.get(k) for k in ("readings", "warnings", "late", "duplicates") if k in streams},
-        "alerts": {k: stats.get("alerts", {}).get(k) for k in ("warnings_in", "incidents_open", "published")
+        "alerts": {k: stats.get("alerts", {}).get(k) for k in ("warnings_in", "incidents_open", "published",
+                                                               "store_outages", "store_error")
                    if k in stats.get("alerts", {})},
         "t": now,
     }

@@ -54,8 +54,7 @@ class Pool:
         c.max_queued_messages_set(0)
         if will:
             c.will_set(f"city/devices/{will}/status", b"offline", qos=1, retain=True)
-        mqtt.connect(c, self.settings)
-        c.loop_start()
+        mqtt.connect_and_wait(c, self.settings)
         return c
 
     def publish(self, m: Message):

@@ -7,9 +7,11 @@ timing (divided by the speed) and never touches payloads, so event times are pre
 from __future__ import annotations
 
 import base64
+import binascii
 import csv
 import gzip
 import json
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -46,9 +48,8 @@ def record(settings: Settings, out: Path, topic: str = "city/#", stop: threading
 
     c = mqtt.make_client(settings, f"citybrain-recorder-{int(time.time())}")
     c.on_message = on_message
-    c.on_connect = lambda cl, *a: cl.subscribe(topic, qos=1)
-    mqtt.connect(c, settings)
-    c.loop_start()
+    c.on_connect = lambda cl, u, f, rc, p=None: rc.is_failure or cl.subscribe(topic, qos=1)
+    mqtt.connect_and_wait(c, settings)
     stop.wait(duration)
     c.loop_stop()
     c.disconnect()
@@ -63,17 +64,31 @@ def read(path: Path) -> Iterator[Message]:
         with gzip.open(path, "rt", encoding="utf-8") as f:
             for k, line in enumerate(f, 1):
                 try:
-                    d = json.loads(line)
-                    yield Message(float(d["t"]), d["topic"], base64.b64decode(d["p"]), int(d["qos"]), bool(d["retain"]))
-                except (ValueError, KeyError, TypeError) as e:
+                    yield _message(json.loads(line))
+                except (ValueError, KeyError, TypeError, binascii.Error) as e:
                     raise CitybrainError(f"{path}: line {k} is not a recorded message ({e})") from None
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, UnicodeDecodeError) as e:
         raise CitybrainError(f"{path}: not a readable recording ({e})") from None
 
 
+def _message(d: dict) -> Message:
+    """One recorded line, checked the way a broker would check the publish it replays."""
+    t, topic, qos, retain = float(d["t"]), d["topic"], d["qos"], d["retain"]
+    if not math.isfinite(t):
+        raise ValueError(f"t must be a finite number, got {d['t']!r}")
+    if not isinstance(topic, str) or not topic or "+" in topic or "#" in topic or "\0" in topic:
+        raise ValueError(f"topic must be a non-empty MQTT topic without wildcards, got {topic!r}")
+    if qos not in (0, 1, 2) or isinstance(qos, bool):
+        raise ValueError(f"qos must be 0, 1 or 2, got {qos!r}")
+    if not isinstance(retain, bool):
+        raise ValueError(f"retain must be true or false, got {retain!r}")
+    return Message(t, topic, base64.b64decode(d["p"], validate=True), qos, retain)
+
+
 def count(path: Path) -> int:
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        return sum(1 for _ in f)
+    """Number of messages, reading (and so validating) every line: a replay checks its file
+    this way before it publishes anything, so a corrupt line never leaves a half-replayed feed."""
+    return sum(1 for _ in read(path))
 
 
 def csv_feed(path: Path, city: City, device: str, shift_to: float | None = None) -> Iterator[Message]:
@@ -85,11 +100,17 @@ def csv_feed(path: Path, city: City, device: str, shift_to: float | None = None)
         raise CitybrainError(f"{device!r} is not a sensor of the city")
     rows = []
     with open(path, newline="") as f:
-        for k, row in enumerate(csv.DictReader(f), 2):
+        reader = csv.DictReader(f)
+        if not {"timestamp", "value"} <= set(reader.fieldnames or ()):
+            raise CitybrainError(f"{path}: line 1: need timestamp,value as the header, got {reader.fieldnames}")
+        for k, row in enumerate(reader, 2):
             try:
                 ts = datetime.fromisoformat(row["timestamp"]).replace(tzinfo=UTC).timestamp()
-                rows.append((ts, float(row["value"])))
-            except (KeyError, ValueError) as e:
+                value = float(row["value"])
+                if not math.isfinite(value):
+                    raise ValueError(f"value {row['value']!r} is not a finite number")
+                rows.append((ts, value))
+            except (KeyError, ValueError, TypeError) as e:
                 raise CitybrainError(f"{path}: line {k}: need timestamp,value ({e})") from None
     if not rows:
         return

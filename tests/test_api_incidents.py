@@ -113,7 +113,7 @@ def test_silences_are_for_admins_and_validated(srv):
     for body, msg in (({"scope": "event", "value": "fire"}, "missing field(s): until"),
                       ({"scope": "event", "value": "fire", "until": until, "forever": True}, "unknown field"),
                       ({"scope": "planet", "value": "fire", "until": until}, "scope must be one of"),
-                      ({"scope": "event", "value": "fire", "until": None}, "bad silence")):
+                      ({"scope": "event", "value": "fire", "until": None}, "until must be a finite number")):
         r = call(srv, "POST", "/api/silences", ADMIN, json=body)
         assert r.status_code == 400 and msg in r.json()["error"], (body, r.text)
     r = call(srv, "POST", "/api/silences", ADMIN, json={"scope": "event", "value": "fire", "until": until,

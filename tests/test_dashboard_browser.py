@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.action_chains import ActionChains
 
 from citybrain import health
@@ -44,6 +45,24 @@ def login(dash_duo, user: str, password: str, path: str = "/") -> None:
     dash_duo.wait_for_element("#react-entry-point")
 
 
+def click(dash_duo, selector: str, index: int = 0, timeout: float = 8) -> None:
+    """Click the index-th element matching selector, again if the live screen re-rendered it.
+
+    The queue and the map re-render on every tick, so an element found a moment ago can be gone
+    (StaleElementReferenceException) by the time it is clicked; a person would simply click again.
+    """
+    until = time.monotonic() + timeout
+    while True:
+        try:
+            dash_duo.wait_for_element(selector, timeout=timeout)
+            dash_duo.find_elements(selector)[index].click()
+            return
+        except (StaleElementReferenceException, IndexError):
+            if time.monotonic() > until:
+                raise
+            time.sleep(0.1)
+
+
 def wait_text(dash_duo, selector: str, text: str, timeout: float = 8) -> None:
     dash_duo.wait_for_contains_text(selector, text, timeout=timeout)
 
@@ -64,8 +83,7 @@ def test_drill_down_city_to_grid_and_back(dash_duo, screen_settings, demo_city):
         chain.append(sorted(demo_city.children(chain[-1]))[0])
     assert [demo_city.areas[a].level for a in chain] == ["district", "street", "community", "grid"]
     for area in chain:
-        btn = dash_duo.wait_for_element(f'[id*="{area}"][id*="child"]')
-        btn.click()
+        click(dash_duo, f'[id*="{area}"][id*="child"]')
         wait_text(dash_duo, "#crumbs", demo_city.areas[area].name)
         # the map now shows this area: its label trace lists the area's children
         labels = dash_duo.driver.execute_script(
@@ -74,7 +92,7 @@ def test_drill_down_city_to_grid_and_back(dash_duo, screen_settings, demo_city):
     wait_text(dash_duo, "#children", "finest level")
     crumbs = dash_duo.find_elements("#crumbs .crumb")
     assert len(crumbs) == 5  # city > district > street > community > grid
-    crumbs[0].click()
+    click(dash_duo, "#crumbs .crumb")
     dash_duo.wait_for_element_by_id("crumbs")
     until = time.time() + 8
     while len(dash_duo.find_elements("#crumbs .crumb")) != 1 and time.time() < until:

@@ -6,6 +6,7 @@ time, not the wall clock, drives detection."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -15,7 +16,7 @@ import pytest
 from citybrain.city import load_city
 from simulators.score import score
 from tests.ingest_helpers import TINY
-from tests.test_system_e2e import System
+from tests.test_system_e2e import TESTER, TESTER_PASSWORD, System
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +35,9 @@ def test_scenario_suite_is_found_and_quiet_time_stays_quiet(system, tmp_path):
     cmd = [sys.executable, "-m", "citybrain.cli", "simulate", "--city", str(TINY), "--mqtt",
            f"mqtt://127.0.0.1:{system.mqtt_port}", "--mqtt-protocol", "3.1.1", "--scenario", "suite",
            "--speed", "25", "--duration", str(duration), "--scenario-duration", "240", "--truth", str(truth_file)]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    # the system's broker enforces the production ACL: the simulator logs in as the test user
+    env = {**os.environ, "CITYBRAIN_MQTT_USERNAME": TESTER, "CITYBRAIN_MQTT_PASSWORD": TESTER_PASSWORD}
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     truth = json.loads(truth_file.read_text())
     assert {t["event"] for t in truth} >= {"flood", "fire", "gas_leak", "air_pollution"}

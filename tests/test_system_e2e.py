@@ -16,6 +16,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
+from citybrain import mqtt_auth
 from tests.conftest import free_port
 from tests.ingest_helpers import wait_for
 
@@ -30,6 +31,9 @@ def _wait(pred, timeout: float):
 
 TINY = Path(__file__).parent / "data" / "tiny_city.yaml"
 TOKEN = "e2e-admin-token"
+# the embedded broker enforces the production ACL plus one test user who plays every device
+PROD_ACL = Path(__file__).resolve().parents[1] / "deploy" / "mosquitto" / "acl"
+TESTER, TESTER_PASSWORD = "e2e-tester", "e2e-tester-pass"
 
 
 class System:
@@ -40,11 +44,15 @@ class System:
         self.data = tmp / "data"
         self.log = tmp / "up.log"
         self.proc: subprocess.Popen | None = None
+        self.passwd, self.acl = tmp / "passwd", tmp / "acl"
+        self.passwd.write_text(f"{TESTER}:{mqtt_auth.hash_password(TESTER_PASSWORD)}\n")
+        self.acl.write_text(PROD_ACL.read_text() + f"\nuser {TESTER}\ntopic readwrite city/#\n")
 
     def start(self) -> None:
         cmd = [sys.executable, "-m", "citybrain.cli", "up", "--city", str(TINY), "--data-dir", str(self.data),
                "--http-port", str(self.http), "--mqtt-port", str(self.mqtt_port), "--kafka-port",
-               str(self.kafka_port), "--admin-token", TOKEN, "--no-simulate"]
+               str(self.kafka_port), "--admin-token", TOKEN, "--no-simulate",
+               "--mqtt-password-file", str(self.passwd), "--mqtt-acl-file", str(self.acl)]
         self.proc = subprocess.Popen(cmd, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT)
         deadline = time.time() + 120
         while time.time() < deadline:
@@ -83,6 +91,7 @@ class Listener:
         self.got = threading.Event()
         self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"listener-{os.getpid()}-{port}",
                              protocol=mqtt.MQTTv311)
+        self.c.username_pw_set(TESTER, TESTER_PASSWORD)
         self.c.on_message = self._on
         self.c.on_connect = lambda c, u, f, rc, p=None: c.subscribe(topic, qos=1)
         self.c.connect("127.0.0.1", port)
@@ -146,6 +155,21 @@ def test_flood_readings_become_an_incident_on_mqtt_and_the_api(system):
         assert any(i["id"] == inc["id"] for i in system.api("/api/incidents?state=open"))
     finally:
         lis.close()
+
+
+def test_the_embedded_broker_enforces_the_production_password_and_acl_files(system):
+    """Anonymous clients are refused; a device user may not publish another device's readings."""
+    anon = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="anon", protocol=mqtt.MQTTv311)
+    codes: list = []
+    anon.on_connect = lambda c, u, f, rc, p=None: codes.append(rc)
+    anon.connect("127.0.0.1", system.mqtt_port)
+    anon.loop_start()
+    assert _wait(lambda: codes, 10) and codes[0].is_failure, codes
+    anon.loop_stop()
+    # the components logged in with the per-run service passwords the supervisor made for them
+    merged = (system.data / "run" / "mqtt_passwd").read_text()
+    assert all(f"citybrain-{n}:$7$" in merged for n in ("ingest", "alerts", "dashboard", "simulator"))
+    assert oct((system.data / "run" / "mqtt_passwd").stat().st_mode & 0o777) == "0o600"
 
 
 def test_bad_input_is_counted_and_visible_while_good_input_flows(system):
