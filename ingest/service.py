@@ -51,6 +51,7 @@ class Stats:
         self.by_device: Counter[str] = Counter()
         self.recent: deque[dict] = deque(maxlen=50)
         self._rate: deque[tuple[float, int]] = deque(maxlen=20)
+        self.kafka_error = ""  # set while Kafka refuses records: MQTT messages wait unacknowledged
 
     def reject(self, dl: DeadLetter, payload: bytes) -> None:
         self.rejected += 1
@@ -66,7 +67,8 @@ class Stats:
         self._rate.append((now, total))
         t0, n0 = self._rate[0]
         rate = (total - n0) / (now - t0) if now > t0 else 0.0
-        return {"state": "up", "accepted": self.accepted, "rejected": self.rejected, "duplicates": self.duplicates,
+        state = {"state": "degraded", "kafka_error": self.kafka_error} if self.kafka_error else {"state": "up"}
+        return {**state, "accepted": self.accepted, "rejected": self.rejected, "duplicates": self.duplicates,
                 "rejected_by_reason": dict(self.by_reason), "rejected_by_device": dict(self.by_device.most_common(50)),
                 "rate": round(rate, 1), "recent_rejects": list(self.recent)}
 
@@ -215,9 +217,14 @@ class Ingest:
             try:
                 futs = [await self.producer.send(t, v, key=k, partition=p) for t, v, k, p in sends]
                 await asyncio.gather(*futs)
+                if self.stats.kafka_error:
+                    log.warning("kafka is back; sending what waited")
+                    self.stats.kafka_error = ""
                 return
             except Exception as e:  # noqa: BLE001 - Kafka down: keep the messages, retry
-                log.warning("kafka send failed (%s); retrying in %.1fs", e, backoff)
+                self.stats.kafka_error = f"{type(e).__name__}: {e}"[:300]
+                log.warning("kafka send failed (%s); the MQTT messages stay unacknowledged; retrying in %.1fs",
+                            e, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
