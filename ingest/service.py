@@ -52,6 +52,7 @@ class Stats:
         self.recent: deque[dict] = deque(maxlen=50)
         self._rate: deque[tuple[float, int]] = deque(maxlen=20)
         self.kafka_error = ""  # set while Kafka refuses records: MQTT messages wait unacknowledged
+        self.mqtt_error = ""  # set while the MQTT broker is out of reach (paho keeps reconnecting)
 
     def reject(self, dl: DeadLetter, payload: bytes) -> None:
         self.rejected += 1
@@ -67,7 +68,8 @@ class Stats:
         self._rate.append((now, total))
         t0, n0 = self._rate[0]
         rate = (total - n0) / (now - t0) if now > t0 else 0.0
-        state = {"state": "degraded", "kafka_error": self.kafka_error} if self.kafka_error else {"state": "up"}
+        errors = {k: v for k, v in (("kafka_error", self.kafka_error), ("mqtt_error", self.mqtt_error)) if v}
+        state = {"state": "degraded", **errors} if errors else {"state": "up"}
         return {**state, "accepted": self.accepted, "rejected": self.rejected, "duplicates": self.duplicates,
                 "rejected_by_reason": dict(self.by_reason), "rejected_by_device": dict(self.by_device.most_common(50)),
                 "rate": round(rate, 1), "recent_rejects": list(self.recent)}
@@ -85,6 +87,7 @@ class Ingest:
         self.client = mqtt.make_client(settings, settings.ingest_client_id, clean_start=False, manual_ack=True)
         self.client.on_message = self._on_message
         self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
         self.series = None
         self.dl_path = settings.data_dir / "deadletter.jsonl"
 
@@ -93,11 +96,21 @@ class Ingest:
     def _on_connect(self, client, userdata, flags, reason_code, properties=None) -> None:
         if getattr(reason_code, "is_failure", False):
             log.error("MQTT connect refused: %s", reason_code)
+            self.stats.mqtt_error = f"connection refused: {reason_code}"
             return
+        if self.stats.mqtt_error:
+            log.warning("MQTT broker back; resuming the persistent session")
+        self.stats.mqtt_error = ""
         shared = mqtt.is_v5(self.settings)
         subs = [((f"$share/{self.settings.ingest_share_group}/{t}" if shared else t), 1) for t in INPUT_TOPICS]
         client.subscribe(subs)
         log.info("subscribed to %s", [s for s, _ in subs])
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties=None) -> None:
+        if self.stopping.is_set():
+            return
+        self.stats.mqtt_error = f"disconnected: {reason_code}"
+        log.warning("MQTT broker connection lost (%s); reconnecting", reason_code)
 
     def _on_message(self, client, userdata, msg) -> None:
         try:
@@ -240,13 +253,19 @@ class Ingest:
                           received_at=received, device=device)
 
     def _keep_dead_letters(self, dls: list[DeadLetter]) -> None:
+        """A local copy of the dead letters; the Kafka topic has them already, so a full disk or
+        an unwritable data dir is logged, not fatal."""
         p: Path = self.dl_path
-        p.parent.mkdir(parents=True, exist_ok=True)
-        if p.exists() and p.stat().st_size > DEADLETTER_FILE_MAX:
-            p.replace(p.with_suffix(".jsonl.1"))
-        with p.open("ab") as f:
-            for dl in dls:
-                f.write(dl.encode() + b"\n")
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            if p.exists() and p.stat().st_size > DEADLETTER_FILE_MAX:
+                p.replace(p.with_suffix(".jsonl.1"))
+            with p.open("ab") as f:
+                for dl in dls:
+                    f.write(dl.encode() + b"\n")
+        except OSError as e:
+            log.warning("cannot keep %d dead letters in %s (%s); they are on the dead-letter topic", len(dls), p,
+                        e.strerror or e)
 
     async def _stats_loop(self) -> None:
         while True:

@@ -103,3 +103,56 @@ def test_kafka_killed_mid_stream_ingest_holds_mqtt_messages_then_delivers_them(s
         proc.terminate()
         proc.wait(30)
         kafka.stop()
+
+
+def test_mqtt_broker_killed_mid_stream_ingest_reconnects_and_resumes(settings, tmp_path):
+    """kill -9 of Mosquitto: ingest stays up and says so; when the broker is back (same port,
+    its persistence file) ingest resumes on its own, and what devices publish then reaches Kafka.
+    """
+    import getpass
+    import shutil
+
+    from tests.conftest import Server, free_port
+
+    port = free_port()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(f"user {getpass.getuser()}\nlistener {port} 127.0.0.1\nallow_anonymous true\n"
+                    f"persistence true\npersistence_location {tmp_path}/\nautosave_interval 1\n"
+                    "max_queued_messages 1000000\nlog_dest stderr\n")
+    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+    def broker(log: str) -> Server:
+        return Server([exe, "-c", str(conf)], port, tmp_path / log).start()
+
+    mq = broker("mosquitto.log")
+    s = settings.replace(city_file=TINY, mqtt_url=f"mqtt://127.0.0.1:{port}", batch_max=200)
+    proc = start_ingest(s, tmp_path / "ingest.log")
+    base = time.time() - 3600
+
+    def send(ks: range, client_id: str) -> None:
+        pub = publisher(s, client_id)
+        infos = [pub.publish("city/sensors/wl-0001", json.dumps(
+            [{"bn": "wl-0001:", "bt": base + k, "n": "water_level", "u": "m", "v": float(k)}]), qos=1) for k in ks]
+        for i in infos:
+            i.wait_for_publish(60)
+        pub.disconnect()
+
+    n = 500
+    try:
+        send(range(0, n), "mq-fault-pub-1")
+        wait_for(lambda: stats(s).get("accepted", 0) >= n, 60)
+        mq.kill()
+        down = wait_for(lambda: (st := stats(s)).get("state") == "degraded" and st, 30)
+        assert "disconnected" in down["mqtt_error"] and proc.poll() is None
+        time.sleep(2)
+        assert proc.poll() is None  # no crash loop while the broker is away
+        mq = broker("mosquitto2.log")
+        wait_for(lambda: stats(s).get("state") == "up", 60)  # reconnected by itself
+        send(range(n, 2 * n), "mq-fault-pub-2")
+        want = set(range(2 * n))
+        batches = consume(s, "signals", lambda out: want <= {int(v) for b in out for v in b["value"]}, timeout=120)
+        assert want <= {int(v) for b in batches for v in b["value"]}
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        mq.stop()

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from citybrain.exceptions import CitybrainError
+
 
 @dataclass(frozen=True, slots=True)
 class Profile:
@@ -92,7 +94,12 @@ def best_threshold(series: list[Series], p: Profile) -> float:
 
 
 def load(results: Path, data: Path, labels: Path | None = None) -> list[Series]:
-    windows = json.loads((labels or data.parent / "combined_windows.json").read_text())
+    label_file = labels or data.parent / "combined_windows.json"
+    try:
+        windows = json.loads(label_file.read_text())
+    except (OSError, ValueError) as e:
+        raise CitybrainError(f"cannot read the NAB labels {label_file} ({e}); --data must be the NAB data "
+                             "directory, next to combined_windows.json") from None
     out = []
     for key, wins in sorted(windows.items()):
         cat, fname = key.split("/")
