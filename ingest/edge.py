@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import json
 import math
+import re
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -28,6 +29,8 @@ INPUT_TOPICS = ("city/#",)
 OUTGOING = (("alerts",), ("units", "dispatch"))
 FRIGATE_TYPES = ("new", "update", "end")
 PRIVATE_ATTRIBUTES = ("sub_label", "recognized_license_plate", "plate", "face")
+# "key": "value" or "key": [...] of a private attribute in a payload that is not valid JSON
+_PRIVATE_PATTERN = re.compile(rb'("(?:' + "|".join(PRIVATE_ATTRIBUTES).encode() + rb')"\s*:\s*)("(?:[^"\\]|\\.)*"?|\[[^\]]*\]?)')
 
 
 class RecentIds:
@@ -188,6 +191,39 @@ class Edge:
             raise RejectedMessage("duplicate", f"camera event {oid}/{phase} already received", ident)
         return Parsed((ev,))
 
+    def _hash(self, value: str) -> str:
+        return "h:" + hmac.new(self.privacy_key, value.encode(), hashlib.sha256).hexdigest()[:16]
+
+    def _hash_value(self, v: object) -> str:
+        """As accepted events hash it: a string, or the first of a [value, score] list."""
+        if isinstance(v, list) and v and isinstance(v[0], str):
+            v = v[0]
+        return self._hash(v if isinstance(v, str) else json.dumps(v, ensure_ascii=False))
+
+    def scrub(self, payload: bytes) -> bytes:
+        """The payload with every licence plate and face id replaced by its keyed hash.
+
+        For what is kept of a rejected message (dead-letter topic and file, the screen's recent
+        rejects): bad input is kept with its reason, but never a plate in clear. JSON is scrubbed
+        structurally; anything else by pattern.
+        """
+        if not any(k.encode() in payload for k in PRIVATE_ATTRIBUTES):
+            return payload
+        try:
+            doc = json.loads(payload)
+        except (ValueError, UnicodeDecodeError):
+            return _PRIVATE_PATTERN.sub(lambda m: m.group(1) + b'"' + self._hash(
+                m.group(2).decode("utf-8", "replace").strip('"')).encode() + b'"', payload)
+
+        def walk(node):
+            if isinstance(node, dict):
+                return {k: (self._hash_value(v) if k in PRIVATE_ATTRIBUTES and v else walk(v)) for k, v in node.items()}
+            if isinstance(node, list):
+                return [walk(v) for v in node]
+            return node
+
+        return json.dumps(walk(doc), ensure_ascii=False, separators=(",", ":")).encode()
+
     def _private(self, after: dict) -> tuple[tuple[str, str], ...]:
         """Licence plates and face ids are kept only as keyed hashes (never in clear)."""
         out = []
@@ -196,8 +232,7 @@ class Edge:
             if isinstance(v, list) and v:
                 v = v[0]
             if isinstance(v, str) and v:
-                digest = hmac.new(self.privacy_key, v.encode(), hashlib.sha256).hexdigest()[:16]
-                out.append((key, "h:" + digest))
+                out.append((key, self._hash_value(v)))
         return tuple(out)
 
     def _camera_count(self, ident: str, label: str, payload: bytes) -> Parsed:

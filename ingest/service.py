@@ -175,11 +175,11 @@ class Ingest:
             try:
                 parsed = self.edge.parse(topic, payload)
             except RejectedMessage as e:
-                dead.append((self._dead(topic, payload, received, e.reason, e.detail, e.device), payload))
+                dead.append(self._dead(topic, payload, received, e.reason, e.detail, e.device))
                 continue
             except Exception as e:  # noqa: BLE001 - a bug here must not stop the pipeline
                 log.exception("parser failed on %s: %s", topic, truncate(payload))
-                dead.append((self._dead(topic, payload, received, "internal_error", repr(e), None), payload))
+                dead.append(self._dead(topic, payload, received, "internal_error", repr(e), None))
                 continue
             if not parsed.records and not parsed.duplicates:
                 continue  # citybrain's own output seen on the shared broker
@@ -247,10 +247,12 @@ class Ingest:
         except Exception as e:  # noqa: BLE001 - the time-series store is not on the critical path
             log.warning("time-series write failed: %s", e)
 
-    def _dead(self, topic, payload, received, reason, detail, device) -> DeadLetter:
-        log.info("rejected %s on %s: %s (%s)", reason, topic, detail, truncate(payload, 80))
-        return DeadLetter(topic=topic, reason=reason, detail=detail, payload_b64=base64.b64encode(payload).decode(),
-                          received_at=received, device=device)
+    def _dead(self, topic, payload, received, reason, detail, device) -> tuple[DeadLetter, bytes]:
+        """The dead letter and the payload kept with it: the raw bytes, plates and faces hashed."""
+        kept = self.edge.scrub(payload)
+        log.info("rejected %s on %s: %s (%s)", reason, topic, detail, truncate(kept, 80))
+        return DeadLetter(topic=topic, reason=reason, detail=detail, payload_b64=base64.b64encode(kept).decode(),
+                          received_at=received, device=device), kept
 
     def _keep_dead_letters(self, dls: list[DeadLetter]) -> None:
         """A local copy of the dead letters; the Kafka topic has them already, so a full disk or

@@ -10,6 +10,7 @@ from streams.detectors.camera import CameraLabel, CountBaseline
 from streams.detectors.change import Cusum
 from streams.detectors.episode import Episode
 from streams.detectors.faults import Cadence, Flatline, PhysicalRange
+from streams.detectors.likelihood import AnomalyLikelihood, log_score
 from streams.detectors.limits import StaticLimits
 from streams.detectors.rate import RateOfChange
 from streams.monitor import Monitor, sensor_monitor
@@ -203,3 +204,42 @@ def test_state_round_trip_gives_identical_behaviour():
     a.step_many(ts[205:], xs[205:], fa)
     b.step_many(ts[205:], xs[205:], fb)
     assert fa == fb and fa
+
+
+def _feed(al, raws):
+    """Score-then-learn over raw scores: the likelihood of each."""
+    out = []
+    for r in raws:
+        out.append(al.score_one(r))
+        al.learn_one(r)
+    return out
+
+
+def test_likelihood_high_for_a_spike_after_calm_low_for_noise_like_its_history():
+    rng = np.random.default_rng(3)
+    calm = np.clip(rng.normal(0.1, 0.03, 1000), 0, 1)
+    al = AnomalyLikelihood(short=10, long=500, learn_n=300)
+    first = _feed(al, calm)
+    assert first[:300] == [0.0] * 300  # warm-up: no opinion
+    assert max(log_score(v) for v in first[300:]) < 0.4  # noise like its own history stays low
+    assert al.score_one(1.0) > 0.9999 and log_score(al.score_one(1.0)) > 0.5  # a jump after calm
+    # scoring does not learn: the same question gets the same answer
+    assert al.score_one(1.0) == al.score_one(1.0)
+
+
+def test_likelihood_noisy_source_earns_nothing_for_being_noisy():
+    """The same raw score is alarming on a calm source and normal on a noisy one."""
+    rng = np.random.default_rng(4)
+    calm, noisy_al = AnomalyLikelihood(), AnomalyLikelihood()
+    _feed(calm, np.clip(rng.normal(0.05, 0.02, 800), 0, 1))
+    _feed(noisy_al, rng.uniform(0, 1, 800))
+    assert calm.score_one(1.0) > 0.9999 and noisy_al.score_one(1.0) < 0.99
+
+
+def test_likelihood_memory_is_bounded_and_log_score_is_monotone():
+    al = AnomalyLikelihood(short=5, long=50, learn_n=10)
+    _feed(al, np.linspace(0, 1, 1000))
+    assert len(al.history) == 50 and len(al.recent) == 5
+    assert al.h_sum == pytest.approx(sum(al.history))
+    assert log_score(0.0) == 0.0 and log_score(0.99999) == pytest.approx(0.5, abs=1e-3)
+    assert log_score(0.9) < log_score(0.999) < log_score(1.0) == pytest.approx(1.0)

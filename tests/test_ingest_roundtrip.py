@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from citybrain.city import load_city
+from ingest.edge import Edge
 from tests.ingest_helpers import TINY, consume, publisher, start_ingest, stats
 
 
@@ -69,6 +71,7 @@ def bad_corpus(now: float) -> list[tuple[str, bytes, str]]:
         (C, camev(score="high"), "wrong_type"), (C, camev(camera="cam-9"), "device_mismatch"),
         (C, camev(label=""), "bad_camera_event"), (C, camev("end"), "bad_camera_event"),
         (C, camev(start_time=now + 9999), "future_time"), (C, camev(current_zones="gate"), "wrong_type"),
+        (C, camev(score=2.0, recognized_license_plate="粤B99999", sub_label=["Zhang Wei", 0.9]), "bad_camera_event"),
         ("city/cameras/wl-0001/events", camev(camera="wl-0001"), "wrong_device_kind"),
         ("city/cameras/cam-0042/person", b"many", "bad_count"), ("city/cameras/cam-0042/car", b"-3", "bad_count"),
         ("city/devices/wl-0001/status", b"sleepy", "bad_presence"),
@@ -133,9 +136,16 @@ def test_bad_corpus_rejected_reason_by_reason_while_good_flows(settings, tmp_pat
         pub.disconnect()
         proc.terminate()
         proc.wait(20)
-    # the dead-letter topic is partitioned: compare as sets of (topic, raw bytes, reason)
+    # the dead-letter topic is partitioned: compare as sets of (topic, raw bytes, reason); the raw
+    # bytes are kept as sent except that licence plates and faces are replaced by keyed hashes
+    edge = Edge(load_city(TINY), s)
     got = sorted((d["topic"], base64.b64decode(d["payload_b64"]), d["reason"]) for d in dead)
-    assert got == sorted(corpus), "each bad message is kept with its raw bytes and its specific reason"
+    assert got == sorted((t, edge.scrub(p), r) for t, p, r in corpus), "each bad message kept with its reason"
+    for private in ("粤B99999", "Zhang Wei"):
+        assert private not in json.dumps(dead, ensure_ascii=False) + (s.data_dir / "deadletter.jsonl").read_text()
+        assert private not in json.dumps(stats(s)["recent_rejects"], ensure_ascii=False)
+    assert any(b"h:" in base64.b64decode(d["payload_b64"]) and b"recognized_license_plate" in
+               base64.b64decode(d["payload_b64"]) for d in dead)
     assert all(d["detail"] for d in dead)
     values = sorted(v for b in batches for v in b["value"])
     assert values == [float(k) for k in range(len(corpus))], "every good message arrived"

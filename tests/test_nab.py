@@ -72,6 +72,19 @@ def test_detector_is_causal_and_bounded():
     assert max(full[2000:2100]) >= 0.5 and max(full[1000:2000]) < 0.5
 
 
+def test_detector_reports_a_spike_once_and_stays_quiet_on_its_noise():
+    rng = np.random.default_rng(2)
+    xs = rng.normal(50, 2, 3000)
+    clean = NabDetector()
+    assert max(clean.score_learn_one(300.0 * i, x) for i, x in enumerate(xs)) == 0.0
+    xs[2500:2505] += 40  # a burst far outside the noise
+    det = NabDetector()
+    scores = np.array([det.score_learn_one(300.0 * i, x) for i, x in enumerate(xs)])
+    hits = np.flatnonzero(scores > 0)
+    assert hits.tolist() and 2500 <= hits[0] <= 2510 and len(hits) == 1  # one alarm, then cooldown
+    assert 0.4 <= scores[hits[0]] <= 1.0
+
+
 def test_runner_writes_nab_format_and_scores_a_real_file(tmp_path):
     data = tmp_path / "data"
     for rel in ("realTraffic/speed_7578.csv", "artificialNoAnomaly/art_daily_small_noise.csv"):
