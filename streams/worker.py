@@ -44,7 +44,7 @@ def changelog_topic(settings: Settings) -> str:
     return settings.topic(STATE_TOPIC)
 
 
-async def load_state(settings: Settings) -> dict[int, dict[str, object]]:
+async def load_state(settings: Settings, partitions: list[int] | None = None) -> dict[int, dict[str, object]]:
     """Read the state changelog to its end: {partition: {key: latest value}} (None = no state)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -54,7 +54,7 @@ async def load_state(settings: Settings) -> dict[int, dict[str, object]]:
     await cons.start()
     out: dict[int, dict[str, object]] = {}
     try:
-        tps = [TopicPartition(topic, p) for p in range(settings.partitions)]
+        tps = [TopicPartition(topic, p) for p in (range(settings.partitions) if partitions is None else partitions)]
         cons.assign(tps)
         await cons.seek_to_beginning(*tps)
         ends = await cons.end_offsets(tps)
@@ -90,6 +90,25 @@ def build_app(settings: Settings, core: StreamCore) -> faust.App:
     state = app.topic(changelog_topic(settings), key_serializer="raw", value_serializer="raw")
     last_ckpt: dict[int, float] = {}
     offsets: dict[int, int] = {}
+    owned: set[int] = set()
+    reload: set[int] = set()  # partitions newly assigned: their state comes from the changelog first
+
+    @app.on_partitions_assigned.connect
+    async def _assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
+        """Another worker may have moved these partitions' state on since we last read it (it
+        owned them; it died or left): reload their state before their next batch."""
+        now_owned = {tp.partition for tp in assigned if tp.topic == settings.topic("signals")}
+        reload.update(now_owned - owned)
+        owned.clear()
+        owned.update(now_owned)
+
+    async def take_over(p: int) -> None:
+        reload.discard(p)
+        items = (await load_state(settings, [p])).get(p, {})
+        core.parts.pop(p, None)
+        last_ckpt.pop(p, None)
+        log.info("partition %d assigned: restored %d sources from %s", p, core.restore(p, items),
+                 changelog_topic(settings))
     busy = core.timing  # seconds spent in the core and in checkpoints (where a worker's time goes)
 
     async def reject(value: bytes | None, reason: str, detail: str) -> None:
@@ -103,6 +122,8 @@ def build_app(settings: Settings, core: StreamCore) -> faust.App:
         async for event in stream.events():
             p = event.message.partition
             offsets[p] = event.message.offset
+            if p in reload:
+                await take_over(p)
             try:
                 batch = SignalBatch.decode(event.value)
             except (ValueError, TypeError, KeyError) as e:

@@ -128,3 +128,57 @@ def test_flood_warning_through_faust_and_state_survives_restart(settings, demo_c
         assert s["too_late"] == 1 and s["state"] == "up"
     finally:
         assert stop_worker(proc) == 0
+
+
+def _stats_of(settings) -> dict:
+    try:
+        return json.loads((settings.run_dir / "streams.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def test_two_workers_share_partitions_and_state_follows_a_killed_workers_partitions(settings, demo_city, tmp_path):
+    """Two Faust workers split the partitions; kill -9 one; the other takes its partitions over
+    with their learned state from the changelog: an episode begun on the dead worker ends in a
+    warning on the survivor, with its original start time, in every grid."""
+    from tests.ingest_helpers import wait_for
+
+    ensure_topics(settings, extra=[changelog_topic(settings)])
+    P = settings.partitions
+    devs = {}
+    for d in sorted(demo_city.sensors(), key=lambda d: d.id):
+        if d.kind == "water_level" and "alarm" in dict(d.limits):
+            devs.setdefault(partition_for(d.area, P), d)
+    assert len(devs) == P  # one flood gauge on every partition
+    a_set = settings.replace(data_dir=tmp_path / "a")
+    b_set = settings.replace(data_dir=tmp_path / "b")
+    wa, wb = start_worker(a_set, tmp_path / "a.log"), start_worker(b_set, tmp_path / "b.log")
+    try:
+        wait_for(lambda: _stats_of(a_set).get("state") == "up" and _stats_of(b_set).get("state") == "up", 60)
+        time.sleep(12)  # both in the group, partitions split
+        for d in devs.values():
+            alarm = dict(d.limits)["alarm"]
+            normal = [T0 + 60 * i for i in range(40)]
+            asyncio.run(produce(settings, d.area, [
+                batch(d.id, d.area, normal, [1.0 + 0.01 * (i % 3) for i in range(40)]),
+                batch(d.id, d.area, [T0 + 2400], [alarm + 0.5])]))
+        wait_for(lambda: _stats_of(a_set).get("readings", 0) + _stats_of(b_set).get("readings", 0) == 41 * P, 60)
+        a_had = _stats_of(a_set)["readings"]
+        assert 0 < a_had < 41 * P, "both workers must own partitions"
+        time.sleep(1.5)  # the pending episodes were checkpointed with their batch
+        wa.kill()
+        wa.wait()
+        for d in devs.values():
+            alarm = dict(d.limits)["alarm"]
+            asyncio.run(produce(settings, d.area, [batch(d.id, d.area, [T0 + 2460], [alarm + 0.6])]))
+        got = asyncio.run(records_until(settings, "warnings", Warning,
+                                        lambda ws: {w.grid for w in ws if w.event == "flood"} >= {d.area for d in devs.values()},
+                                        90))
+        flood = {w.grid: w for w in got if w.event == "flood"}
+        assert set(flood) >= {d.area for d in devs.values()}, (tmp_path / "b.log").read_text()[-3000:]
+        assert all(w.started_at == T0 + 2400 for w in flood.values())  # episodes begun before the kill
+        assert "assigned: restored" in (tmp_path / "b.log").read_text()
+    finally:
+        if wa.poll() is None:
+            wa.kill()
+        assert stop_worker(wb) == 0
