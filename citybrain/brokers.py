@@ -47,8 +47,10 @@ def tansu_command(port: int, host: str = "127.0.0.1") -> list[str]:
             "--advertised-listener-url", f"tcp://{host}:{port}", "--storage-engine", "memory://tansu/"]
 
 
-def amqtt_config(port: int, host: str = "127.0.0.1", password_file: str = "", acl_file: str = "") -> dict:
-    """Anonymous by default; with Mosquitto's password/ACL files, enforced the way Mosquitto does."""
+def amqtt_config(port: int, host: str = "127.0.0.1", password_file: str = "", acl_file: str = "",
+                 tls_cert: str = "", tls_key: str = "") -> dict:
+    """Anonymous by default; with Mosquitto's password/ACL files, enforced the way Mosquitto does;
+    TLS when given a certificate and its key."""
     plugins: dict = {}
     if password_file:
         mqtt_auth.load_passwords(password_file)  # fail here, clearly, on a malformed file
@@ -58,16 +60,22 @@ def amqtt_config(port: int, host: str = "127.0.0.1", password_file: str = "", ac
     if acl_file:
         mqtt_auth.load_acl(acl_file)
         plugins["citybrain.amqtt_plugins.MosquittoAclPlugin"] = {"acl_file": str(acl_file)}
-    return {
-        "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}", "max_connections": 1000}},
-        "plugins": plugins,
-    }
+    listener: dict = {"type": "tcp", "bind": f"{host}:{port}", "max_connections": 1000}
+    if tls_cert or tls_key:
+        if not (tls_cert and tls_key):
+            raise ComponentStartError("MQTT TLS needs both a certificate and its key")
+        for f in (tls_cert, tls_key):
+            if not os.access(f, os.R_OK):
+                raise ComponentStartError(f"MQTT TLS file {f} is missing or unreadable")
+        listener.update(ssl=True, certfile=str(tls_cert), keyfile=str(tls_key))
+    return {"listeners": {"default": listener}, "plugins": plugins}
 
 
-async def run_amqtt(port: int, host: str = "127.0.0.1", password_file: str = "", acl_file: str = "") -> None:
+async def run_amqtt(port: int, host: str = "127.0.0.1", password_file: str = "", acl_file: str = "",
+                    tls_cert: str = "", tls_key: str = "") -> None:
     from amqtt.broker import Broker
 
-    broker = Broker(amqtt_config(port, host, password_file, acl_file))
+    broker = Broker(amqtt_config(port, host, password_file, acl_file, tls_cert, tls_key))
     await broker.start()
     log.info("amqtt broker listening on %s:%d", host, port)
     stop = asyncio.Event()
@@ -85,10 +93,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--password-file", default="", help="mosquitto password file (default: anonymous)")
     ap.add_argument("--acl-file", default="", help="mosquitto ACL file")
+    ap.add_argument("--tls-cert", default="", help="listen with TLS: certificate (PEM)")
+    ap.add_argument("--tls-key", default="", help="listen with TLS: its private key (PEM)")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s mqtt-broker %(message)s")
     logging.getLogger(__name__).setLevel(logging.INFO)
-    asyncio.run(run_amqtt(a.port, a.host, a.password_file, a.acl_file))
+    asyncio.run(run_amqtt(a.port, a.host, a.password_file, a.acl_file, a.tls_cert, a.tls_key))
 
 
 if __name__ == "__main__":

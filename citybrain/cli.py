@@ -34,6 +34,8 @@ def common_parser() -> argparse.ArgumentParser:
                    help="mosquitto password file the embedded broker enforces (e.g. deploy/mosquitto/passwd)")
     g.add_argument("--mqtt-acl-file", dest="mqtt_acl_file",
                    help="mosquitto ACL file the embedded broker enforces (e.g. deploy/mosquitto/acl)")
+    g.add_argument("--mqtt-tls-cert", dest="mqtt_tls_cert", help="the embedded broker listens with TLS: certificate")
+    g.add_argument("--mqtt-tls-key", dest="mqtt_tls_key", help="the embedded broker listens with TLS: private key")
     g.add_argument("--kafka", dest="kafka_bootstrap", help="use this Kafka bootstrap HOST:PORT (default: start the embedded one)")
     g.add_argument("--data-dir", dest="data_dir", type=Path, help="where stores, logs and state live (default ./.citybrain-data)")
     g.add_argument("--store", dest="store_url", help="incident store URL: postgresql://... (default: SQLite in the data dir)")
@@ -46,6 +48,7 @@ def common_parser() -> argparse.ArgumentParser:
 
 
 SETTING_ARGS = ("city_file", "mqtt_url", "mqtt_protocol", "mqtt_tls_ca", "mqtt_password_file", "mqtt_acl_file",
+                "mqtt_tls_cert", "mqtt_tls_key",
                 "kafka_bootstrap", "data_dir", "store_url", "tsdb_url",
                 "http_port", "admin_token", "partitions", "topic_prefix", "simulate", "sim_scenario", "sim_speed",
                 "sim_seed", "mqtt_port", "kafka_port")

@@ -19,7 +19,8 @@ from citybrain.settings import Settings
 def _amqtt(settings: Settings) -> None:
     from citybrain.brokers import run_amqtt
 
-    asyncio.run(run_amqtt(settings.mqtt[1], settings.mqtt[0], settings.mqtt_password_file, settings.mqtt_acl_file))
+    asyncio.run(run_amqtt(settings.mqtt[1], settings.mqtt[0], settings.mqtt_password_file, settings.mqtt_acl_file,
+                         settings.mqtt_tls_cert, settings.mqtt_tls_key))
 
 
 #: component name -> "module:function" taking the settings (or a callable)

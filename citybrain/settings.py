@@ -60,6 +60,9 @@ class Settings:
     # the embedded broker enforces these Mosquitto files when set (deploy/mosquitto/passwd, acl)
     mqtt_password_file: str = ""
     mqtt_acl_file: str = ""
+    # the embedded broker listens with TLS when given a certificate and its key
+    mqtt_tls_cert: str = ""
+    mqtt_tls_key: str = ""
     # Kafka: None means "start the embedded tansu broker on kafka_port"
     kafka_bootstrap: str | None = None
     kafka_port: int = 9092

@@ -149,6 +149,8 @@ class Supervisor:
             changes.update(mqtt_port=port, mqtt_protocol="3.1.1")
             if s.mqtt_password_file:
                 changes["mqtt_password_file"] = str(self._service_passwords(s))
+            if s.mqtt_tls_cert and not s.mqtt_tls_ca:  # a self-signed certificate is its own CA
+                changes["mqtt_tls_ca"] = s.mqtt_tls_cert
         if s.kafka_bootstrap is None:
             port = s.kafka_port
             if not port_free(port):

@@ -166,8 +166,8 @@ def test_malformed_files_are_named_with_their_line(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def tls_mosquitto(tmp_path_factory):
-    """A Mosquitto TLS listener with a throw-away CA and a server certificate for 127.0.0.1."""
+def certs(tmp_path_factory) -> Path:
+    """A throw-away CA, a server certificate for 127.0.0.1 signed by it, and an unrelated one."""
     d = tmp_path_factory.mktemp("tls")
 
     def ssl(*args: str) -> None:
@@ -183,22 +183,34 @@ def tls_mosquitto(tmp_path_factory):
         "-keyout", "other.key", "-out", "other.crt")
     for f in d.iterdir():
         f.chmod(0o644)
-    port = free_port()
-    conf = d / "mosquitto.conf"
-    conf.write_text(f"user {getpass.getuser()}\nlistener {port} 127.0.0.1\nallow_anonymous true\n"
-                    f"cafile {d / 'ca.crt'}\ncertfile {d / 'server.crt'}\nkeyfile {d / 'server.key'}\n"
-                    "persistence false\nlog_dest stderr\n")
-    srv = Server([shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(conf)], port, d / "broker.log").start()
-    yield port, d
+    return d
+
+
+@pytest.fixture(scope="module", params=["mosquitto", "amqtt"])
+def tls_broker(request, certs):
+    """Mosquitto, and the embedded broker as `citybrain up --mqtt-tls-cert/--mqtt-tls-key` runs it."""
+    d, port = certs, free_port()
+    if request.param == "mosquitto":
+        conf = d / f"mosquitto-{port}.conf"
+        conf.write_text(f"user {getpass.getuser()}\nlistener {port} 127.0.0.1\nallow_anonymous true\n"
+                        f"cafile {d / 'ca.crt'}\ncertfile {d / 'server.crt'}\nkeyfile {d / 'server.key'}\n"
+                        "persistence false\nlog_dest stderr\n")
+        cmd = [shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(conf)]
+    else:
+        cmd = [sys.executable, "-m", "citybrain.brokers", "mqtt", "--port", str(port),
+               "--tls-cert", str(d / "server.crt"), "--tls-key", str(d / "server.key")]
+    srv = Server(cmd, port, d / f"{request.param}.log").start()
+    yield request.param, port, d
     srv.stop()
 
 
-def test_tls_is_configurable_and_verifies_the_broker(tls_mosquitto, tmp_path):
+def test_tls_is_configurable_and_verifies_the_broker(tls_broker, tmp_path):
     from citybrain import mqtt
     from citybrain.settings import Settings
 
-    port, d = tls_mosquitto
-    good = Settings().replace(data_dir=tmp_path, mqtt_url=f"mqtts://127.0.0.1:{port}", mqtt_tls_ca=str(d / "ca.crt"))
+    kind, port, d = tls_broker
+    good = Settings().replace(data_dir=tmp_path, mqtt_url=f"mqtts://127.0.0.1:{port}", mqtt_tls_ca=str(d / "ca.crt"),
+                              mqtt_protocol="5" if kind == "mosquitto" else "3.1.1")
     assert good.mqtt_tls and good.mqtt == ("127.0.0.1", port)
     c = mqtt.make_client(good, "tls-ok")
     got: queue.Queue = queue.Queue()
