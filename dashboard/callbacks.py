@@ -293,7 +293,7 @@ def register(app: Dash, sc: ScreenContext) -> None:
         from dashboard.data import build_health
 
         h = build_health(data.settings, sc.clock.now())
-        return (layout.components(h["components"]), layout.flow(h), figures.rejects_figure(h["rejected_by_reason"]),
+        return (layout.components(h["components"], h["problems"]), layout.flow(h), figures.rejects_figure(h["rejected_by_reason"]),
                 layout.recent_rejects(h["recent_rejects"]))
 
     # ------------------------------------------------------------------ administration

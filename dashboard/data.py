@@ -86,6 +86,7 @@ def build_health(settings: Settings, now: float, stats: dict[str, dict] | None =
         beat = "up" if cb_health.is_up(st, now) else "down"
         components[name] = "down" if "down" in (beat, components.get(name, "up")) else "up"
     components["dashboard"] = "up"
+    problems = _problems(stats, components, now)
     ingest = stats.get("ingest", {})
     streams = stats.get("streams", {})
     return {
@@ -100,8 +101,29 @@ def build_health(settings: Settings, now: float, stats: dict[str, dict] | None =
         "alerts": {k: stats.get("alerts", {}).get(k) for k in ("warnings_in", "incidents_open", "published",
                                                                "store_outages", "store_error")
                    if k in stats.get("alerts", {})},
+        "problems": problems,
         "t": now,
     }
+
+
+def _problems(stats: dict, components: dict[str, str], now: float) -> dict[str, str]:
+    """Why each down component is down, in words an operator can act on."""
+    out: dict[str, str] = {}
+    sup = (stats.get("supervisor") or {}).get("components") or {}
+    for name, state in components.items():
+        if state == "up":
+            continue
+        st = stats.get(name) or {}
+        reasons = [str(v) for k, v in sorted(st.items()) if k.endswith("_error") and v]
+        if reasons:
+            out[name] = "; ".join(reasons)
+        elif st and not cb_health.is_up({**st, "state": "up"}, now):
+            out[name] = f"no heartbeat for {now - float(st.get('t', 0)):.0f} s"
+        elif isinstance(sup.get(name), dict) and sup[name].get("state") not in (None, "up", "external"):
+            out[name] = f"{sup[name]['state']} (restarts: {sup[name].get('restarts', 0)})"
+        else:
+            out[name] = "not reporting"
+    return out
 
 
 class Serialized:

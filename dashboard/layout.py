@@ -298,11 +298,14 @@ def health_page(city_name: str, user: str, role: str) -> html.Div:
     ])
 
 
-def components(comps: dict[str, str]) -> list:
+def components(comps: dict[str, str], problems: dict[str, str] | None = None) -> list:
     if not comps:
         return [html.P("No component has reported yet.", className="empty")]
-    return [html.Div(className=f"comp {state}", children=[html.Span(state.upper(), className="dot"),
-                                                           html.Span(name)]) for name, state in comps.items()]
+    problems = problems or {}
+    return [html.Div(className=f"comp {state}", title=problems.get(name, ""),
+                     children=[html.Span(state.upper(), className="dot"), html.Span(name)]
+                     + ([html.Span(problems[name][:160], className="why")] if name in problems else []))
+            for name, state in comps.items()]
 
 
 def flow(h: dict) -> list:

@@ -112,14 +112,18 @@ def test_health_from_the_stats_files(api):
                                        "recent_rejects": [{"t": time.time(), "topic": "city/sensors/x",
                                                            "reason": "bad_json", "detail": "x", "payload": "{"}]})
     health.write_stats(run, "streams", {"state": "up", "lag": 17, "readings": 1100})
+    health.write_stats(run, "timeseries", {"state": "degraded", "store_error": "influxdb at http://tsdb:8086 refused"})
     stale = run / "alerts.json"  # a heartbeat that stopped a minute ago
     stale.write_text(json.dumps({"name": "alerts", "state": "up", "t": time.time() - 60}))
     h = call(api, "GET", "/api/health").json()
     assert h["components"] == {"alerts": "down", "dashboard": "up", "ingest": "up", "mqtt-broker": "up",
-                               "streams": "up"}
+                               "streams": "up", "timeseries": "down"}
+    # and why: what a degraded component says, or how long its heartbeat has been silent
+    assert h["problems"]["timeseries"] == "influxdb at http://tsdb:8086 refused"
+    assert h["problems"]["alerts"].startswith("no heartbeat for 6") and set(h["problems"]) == {"alerts", "timeseries"}
     assert (h["ingest_rate"], h["lag"], h["accepted"], h["rejected"]) == (42.5, 17, 1200, 7)
     assert h["rejected_by_reason"] == {"bad_json": 4, "nan_value": 3}
     assert h["recent_rejects"][0]["reason"] == "bad_json"
     k = call(api, "GET", "/api/kpis").json()
-    assert k["ingest_rate"] == 42.5 and k["lag"] == 17 and k["components_down"] == ["alerts"]
+    assert k["ingest_rate"] == 42.5 and k["lag"] == 17 and k["components_down"] == ["alerts", "timeseries"]
     assert k["open"] == 0 and k["devices_online_pct"] == 100.0

@@ -138,7 +138,8 @@ def test_health_view_shows_components_rejects_and_lag(dash_duo, screen_settings,
     login(dash_duo, "admin", ADMIN, "/health")
     wait_text(dash_duo, "#components", "alerts")
     down = dash_duo.find_elements("#components .comp.down")
-    assert [e.text.split()[-1] for e in down] == ["alerts"]
+    assert [e.find_element("css selector", "span:nth-child(2)").text for e in down] == ["alerts"]
+    assert "restarting" in down[0].find_element("css selector", ".why").text  # and why it is down
     wait_text(dash_duo, "#flow", "1,234 records")
     wait_text(dash_duo, "#recent-rejects", "unknown_device")
     bars = dash_duo.driver.execute_script(
