@@ -26,7 +26,7 @@ from citybrain.city import load_city  # noqa: E402
 from citybrain.settings import BUNDLED_CITY, Settings  # noqa: E402
 
 
-def bare_subscriber(port: int, n: int) -> float:
+def bare_subscriber(port: int, n: int, raw: bool = True) -> float:
     import paho.mqtt.client as mqtt
 
     got, done, first = [0], threading.Event(), [0.0]
@@ -44,7 +44,7 @@ def bare_subscriber(port: int, n: int) -> float:
     c.subscribe("city/sensors/#", qos=1)
     c.loop_start()
     time.sleep(0.5)
-    th = threading.Thread(target=publish_load, args=(port, DEVICES, n))
+    th = threading.Thread(target=publish_load, args=(port, DEVICES, n), kwargs={"raw": raw})
     th.start()
     done.wait(600)
     elapsed = time.perf_counter() - first[0]
@@ -54,7 +54,7 @@ def bare_subscriber(port: int, n: int) -> float:
     return got[0] / elapsed
 
 
-def ingest_run(b: Brokers, n: int, processes: int = 1) -> tuple[float, dict]:
+def ingest_run(b: Brokers, n: int, processes: int = 1, raw: bool = True) -> tuple[float, dict]:
     """Rate of ``processes`` ingest processes sharing the feed ($share subscription)."""
     prefix = f"bench{int(time.time())}"
     dirs, procs = [], []
@@ -69,7 +69,7 @@ def ingest_run(b: Brokers, n: int, processes: int = 1) -> tuple[float, dict]:
     while not all(p.exists() for p in dirs):
         time.sleep(0.1)
     time.sleep(1)
-    th = threading.Thread(target=publish_load, args=(b.mqtt_port, DEVICES, n))
+    th = threading.Thread(target=publish_load, args=(b.mqtt_port, DEVICES, n), kwargs={"raw": raw})
     th.start()
     first = None
     while True:
@@ -98,12 +98,15 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--messages", type=int, default=60000)
     ap.add_argument("--processes", type=int, default=1, help="ingest processes sharing the feed")
+    ap.add_argument("--publishers", choices=["raw", "paho"], default="raw",
+                    help="raw: pre-encoded QoS 1 packets over sockets (cheap, default); paho: paho clients")
     a = ap.parse_args()
+    raw = a.publishers == "raw"
     with Brokers() as b:
-        base = bare_subscriber(b.mqtt_port, a.messages)
+        base = bare_subscriber(b.mqtt_port, a.messages, raw)
     with Brokers() as b:
-        rate, st = ingest_run(b, a.messages, a.processes)
-    print(f"messages: {a.messages} SenML packs, QoS 1, 2 publisher processes, {os.cpu_count()} cores")
+        rate, st = ingest_run(b, a.messages, a.processes, raw)
+    print(f"messages: {a.messages} SenML packs, QoS 1, 2 {a.publishers} publisher processes, {os.cpu_count()} cores")
     print(f"bare paho subscriber (ceiling): {base:,.0f} msg/s")
     print(f"ingest x{a.processes} -> Kafka (validated, batched, acked after Kafka): {rate:,.0f} msg/s")
     print(f"ratio ingest / bare: {rate / base:.2f}")

@@ -38,6 +38,10 @@ from ingest.edge import INPUT_TOPICS, Edge
 log = logging.getLogger("ingest")
 
 DEADLETTER_FILE_MAX = 50 * 1024 * 1024
+#: batches produced to Kafka but not yet acknowledged there (parsing goes on meanwhile)
+MAX_BATCHES_IN_FLIGHT = 4
+#: batches of readings waiting for the time-series store before new ones are dropped (counted)
+SERIES_BACKLOG = 64
 
 
 class Stats:
@@ -53,6 +57,7 @@ class Stats:
         self._rate: deque[tuple[float, int]] = deque(maxlen=20)
         self.kafka_error = ""  # set while Kafka refuses records: MQTT messages wait unacknowledged
         self.mqtt_error = ""  # set while the MQTT broker is out of reach (paho keeps reconnecting)
+        self.series_dropped = 0  # readings not written to the time-series store (it fell behind)
 
     def reject(self, dl: DeadLetter, payload: bytes) -> None:
         self.rejected += 1
@@ -70,7 +75,7 @@ class Stats:
         rate = (total - n0) / (now - t0) if now > t0 else 0.0
         errors = {k: v for k, v in (("kafka_error", self.kafka_error), ("mqtt_error", self.mqtt_error)) if v}
         state = {"state": "degraded", **errors} if errors else {"state": "up"}
-        return {**state, "accepted": self.accepted, "rejected": self.rejected, "duplicates": self.duplicates,
+        return {**state, "series_dropped": self.series_dropped, "accepted": self.accepted, "rejected": self.rejected, "duplicates": self.duplicates,
                 "rejected_by_reason": dict(self.by_reason), "rejected_by_device": dict(self.by_device.most_common(50)),
                 "rate": round(rate, 1), "recent_rejects": list(self.recent)}
 
@@ -81,8 +86,13 @@ class Ingest:
         self.city = load_city(settings.city_file)
         self.edge = Edge(self.city, settings, WallClock())
         self.stats = Stats()
-        self.queue: asyncio.Queue = asyncio.Queue()
+        # paho's thread appends here and wakes the loop only when it is not already awake: one
+        # cross-thread wake per burst instead of one per message
+        self.inbox: deque[tuple] = deque()
+        self._wake = asyncio.Event()
+        self._wake_pending = False
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.series_queue: asyncio.Queue = asyncio.Queue(maxsize=SERIES_BACKLOG)
         self.stopping = asyncio.Event()
         self.client = mqtt.make_client(settings, settings.ingest_client_id, clean_start=False, manual_ack=True)
         self.client.on_message = self._on_message
@@ -114,8 +124,10 @@ class Ingest:
 
     def _on_message(self, client, userdata, msg) -> None:
         try:
-            item = (msg.mid, msg.qos, msg.topic, bytes(msg.payload), time.time())
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+            self.inbox.append((msg.mid, msg.qos, msg.topic, bytes(msg.payload), time.time()))
+            if not self._wake_pending:
+                self._wake_pending = True
+                self.loop.call_soon_threadsafe(self._wake.set)
         except Exception:  # noqa: BLE001 - a paho callback never raises
             log.exception("could not queue message on %s", getattr(msg, "topic", "?"))
 
@@ -131,13 +143,23 @@ class Ingest:
         mqtt.connect(self.client, self.settings)
         self.client.loop_start()
         stats_task = asyncio.create_task(self._stats_loop())
+        series_task = asyncio.create_task(self._series_loop())
+        inflight: deque[asyncio.Task] = deque()
         try:
-            while not (self.stopping.is_set() and self.queue.empty()):
+            while not (self.stopping.is_set() and not self.inbox):
                 batch = await self._gather()
                 if batch:
-                    await self._process(batch)
+                    # parse this batch while the previous ones wait for Kafka; acks stay in order
+                    prev = inflight[-1] if inflight else None
+                    inflight.append(asyncio.create_task(self._deliver(self._prepare(batch), prev)))
+                while inflight and (inflight[0].done() or len(inflight) > MAX_BATCHES_IN_FLIGHT):
+                    await inflight.popleft()
+            while inflight:
+                await inflight.popleft()
         finally:
             stats_task.cancel()
+            await self.series_queue.put(None)
+            await series_task
             self.client.loop_stop()
             self.client.disconnect()
             await self.producer.stop()
@@ -145,26 +167,34 @@ class Ingest:
             self._write_stats()
 
     async def _gather(self) -> list[tuple]:
-        try:
-            first = await asyncio.wait_for(self.queue.get(), timeout=0.5)
-        except TimeoutError:
+        """Up to batch_max messages: what is waiting, plus what arrives within batch_ms."""
+        if not self.inbox and not await self._woken(0.5):
             return []
-        items = [first]
         deadline = self.loop.time() + self.settings.batch_ms / 1000
-        while len(items) < self.settings.batch_max:
-            if self.queue.empty():
-                remaining = deadline - self.loop.time()
-                if remaining <= 0:
-                    break
-                try:
-                    items.append(await asyncio.wait_for(self.queue.get(), timeout=remaining))
-                except TimeoutError:
-                    break
-            else:
-                items.append(self.queue.get_nowait())
-        return items
+        items: list[tuple] = []
+        inbox, limit = self.inbox, self.settings.batch_max
+        while True:
+            while inbox and len(items) < limit:
+                items.append(inbox.popleft())
+            remaining = deadline - self.loop.time()
+            if len(items) >= limit or remaining <= 0 or not await self._woken(remaining):
+                return items
 
-    async def _process(self, items: list[tuple]) -> None:
+    async def _woken(self, timeout: float) -> bool:
+        """Wait for paho to hand something over (False on timeout)."""
+        self._wake_pending = False  # before looking: a message appended after this wakes us again
+        if self.inbox:
+            return True
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout)
+        except TimeoutError:
+            return False
+        finally:
+            self._wake.clear()
+        return True
+
+    def _prepare(self, items: list[tuple]) -> tuple[list[tuple], list[tuple], list, list]:
+        """Parse and validate a batch into Kafka records: (items, sends, dead letters, series rows)."""
         P = self.settings.partitions
         cols: dict[int, dict[str, list]] = defaultdict(lambda: defaultdict(list))
         events: dict[int, list[dict]] = defaultdict(list)
@@ -211,7 +241,14 @@ class Ingest:
             sends.append((self.settings.topic("units"), u.encode(), u.unit.encode(), None))
         for dl, _ in dead:
             sends.append((self.settings.topic("deadletter"), dl.encode(), (dl.device or dl.topic).encode(), None))
+        return items, sends, dead, rows
+
+    async def _deliver(self, prepared: tuple, previous: asyncio.Task | None) -> None:
+        """Produce a prepared batch, then (after the batches before it) acknowledge its messages."""
+        items, sends, dead, rows = prepared
         await self._send_all(sends)
+        if previous is not None:
+            await previous  # MQTT wants acknowledgements in the order the messages came
         for dl, payload in dead:
             self.stats.reject(dl, payload)
         if dead:
@@ -221,6 +258,14 @@ class Ingest:
             if qos > 0:
                 self.client.ack(mid, qos)
         if rows:
+            try:
+                self.series_queue.put_nowait(rows)
+            except asyncio.QueueFull:  # the time-series store is behind: it must not hold up Kafka
+                self.stats.series_dropped += len(rows)
+
+    async def _series_loop(self) -> None:
+        """Writes readings to the time-series store off the critical path (bounded backlog)."""
+        while (rows := await self.series_queue.get()) is not None:
             await asyncio.to_thread(self._write_series, rows)
 
     async def _send_all(self, sends: list[tuple]) -> None:
@@ -276,7 +321,7 @@ class Ingest:
 
     def _write_stats(self) -> None:
         try:
-            health.write_stats(self.settings.run_dir, "ingest", {**self.stats.snapshot(), "queued": self.queue.qsize()})
+            health.write_stats(self.settings.run_dir, "ingest", {**self.stats.snapshot(), "queued": len(self.inbox)})
         except OSError as e:
             log.warning("cannot write stats: %s", e)
 
