@@ -6,7 +6,10 @@ Runs, in one go, against a private tansu broker:
    the same detector monitors: readings/s;
 3. the pure core without a broker, and NAB mode (points/s), for reference.
 
-Usage: python bench/bench_detect.py [--readings N] [--devices D]
+Steps 1 and 3 run once per stream-core engine (``--engines scalar,vector``: one numpy SensorBank
+per partition vs one scalar Monitor per device), each on its own topics, in the same run.
+
+Usage: python bench/bench_detect.py [--readings N] [--devices D] [--engines scalar,vector]
 """
 
 from __future__ import annotations
@@ -145,6 +148,7 @@ def main() -> int:
     ap.add_argument("--readings", type=int, default=200_000)
     ap.add_argument("--devices", type=int, default=1000)
     ap.add_argument("--per-event-readings", type=int, default=50_000)
+    ap.add_argument("--engines", default="scalar,vector", help="stream-core engines to measure, comma-separated")
     ap.add_argument("--per-event-agent", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.per_event_agent:
@@ -160,31 +164,33 @@ def main() -> int:
     broker = subprocess.Popen(tansu_command(port), stdout=open(tmp / "tansu.log", "ab"), stderr=subprocess.STDOUT)
     results: dict[str, float] = {}
     try:
-        settings = Settings().replace(kafka_bootstrap=f"127.0.0.1:{port}", data_dir=tmp / "data",
-                                      topic_prefix=f"b{uuid.uuid4().hex[:8]}", partitions=1)
-        ensure_topics(settings, extra=[changelog_topic(settings), settings.topic("readings")], timeout_s=60)
-        batches = feed(settings, a.readings, a.devices)
+        for engine in a.engines.split(","):
+            settings = Settings().replace(kafka_bootstrap=f"127.0.0.1:{port}", data_dir=tmp / f"data-{engine}",
+                                          topic_prefix=f"b{uuid.uuid4().hex[:8]}", partitions=1,
+                                          streams_engine=engine)
+            ensure_topics(settings, extra=[changelog_topic(settings), settings.topic("readings")], timeout_s=60)
+            batches = feed(settings, a.readings, a.devices)
 
-        core = StreamCore(settings, load_city(settings.city_file))
-        t0 = time.perf_counter()
-        for p, bs in batches.items():
-            for b in bs:
-                core.process(p, b)
-        results["core (no broker), readings/s"] = a.readings / (time.perf_counter() - t0)
+            core = StreamCore(settings, load_city(settings.city_file))
+            t0 = time.perf_counter()
+            for p, bs in batches.items():
+                for b in bs:
+                    core.process(p, b)
+            results[f"[{engine}] core (no broker), readings/s"] = a.readings / (time.perf_counter() - t0)
 
-        recs = [(p, f"p{p}".encode(), b.encode()) for p, bs in batches.items() for b in bs]
-        asyncio.run(produce(settings, settings.topic("signals"), recs))
-        w = run_process(["-m", "streams"], settings, tmp / "streams.log")
-        try:
-            first, done = wait_count(settings.run_dir / "streams.json", a.readings)
-            results["Faust worker, columnar batches, readings/s"] = a.readings / max(done - first, 1e-9)
-            time.sleep(1.2)
-            st = json.loads((settings.run_dir / "streams.json").read_text())
-            results["  of which in the core, s"] = st["process_s"]
-            results["  of which checkpointing, s"] = st["checkpoint_s"]
-            results["  wall, s"] = done - first
-        finally:
-            stop(w)
+            recs = [(p, f"p{p}".encode(), b.encode()) for p, bs in batches.items() for b in bs]
+            asyncio.run(produce(settings, settings.topic("signals"), recs))
+            w = run_process(["-m", "streams"], settings, tmp / f"streams-{engine}.log")
+            try:
+                first, done = wait_count(settings.run_dir / "streams.json", a.readings)
+                results[f"[{engine}] Faust worker, columnar batches, readings/s"] = a.readings / max(done - first, 1e-9)
+                time.sleep(1.2)
+                st = json.loads((settings.run_dir / "streams.json").read_text())
+                results[f"[{engine}]   of which in the core, s"] = st["process_s"]
+                results[f"[{engine}]   of which checkpointing, s"] = st["checkpoint_s"]
+                results[f"[{engine}]   wall, s"] = done - first
+            finally:
+                stop(w)
 
         singles = [(p, r.device.encode(), r.encode()) for p, bs in batches.items() for b in bs
                    for r in b.readings()][: a.per_event_readings]

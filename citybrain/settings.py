@@ -89,6 +89,7 @@ class Settings:
     # streams
     allowed_lateness_s: float = 30.0
     grace_s: float = 60.0
+    streams_engine: str = "vector"  # "vector": sensors stepped by a numpy SensorBank; "scalar": one Monitor each
     # simulator run by `citybrain up` (None: only with the bundled demo city)
     simulate: bool | None = None
     sim_scenario: str = "demo"
