@@ -89,40 +89,64 @@ def _remaining_length(n: int) -> bytes:
             return bytes(out)
 
 
+class RawPublisher:
+    """A load generator that costs the machine almost nothing: MQTT 3.1.1 over a plain socket,
+    QoS 1 PUBLISH packets encoded by hand and written in large chunks, PUBACKs drained by a
+    thread and counted. So a measured ceiling is the subscriber's, not the publishers' (paho
+    publishers saturate these two cores at ~5k msg/s between them)."""
+
+    def __init__(self, port: int, client_id: str) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        connect = _mqtt_string(b"MQTT") + bytes([4, 0x02]) + struct.pack("!H", 60) + _mqtt_string(client_id.encode())
+        self.sock.sendall(bytes([0x10]) + _remaining_length(len(connect)) + connect)
+        if self.sock.recv(4)[:1] != b"\x20":
+            raise RuntimeError("the broker refused the raw publisher")
+        self.sent = self.acked = 0
+        self._mid = 0
+        self._drain = threading.Thread(target=self._read_acks, daemon=True)
+        self._drain.start()
+
+    def _read_acks(self) -> None:
+        while True:
+            try:
+                data = self.sock.recv(1 << 16)
+            except OSError:
+                return
+            if not data:
+                return
+            self.acked += len(data) // 4  # every PUBACK is 4 bytes
+
+    def packet(self, topic: str, payload: bytes) -> bytes:
+        self._mid = self._mid % 65535 + 1
+        body = _mqtt_string(topic.encode()) + struct.pack("!H", self._mid) + payload
+        return b"\x32" + _remaining_length(len(body)) + body  # PUBLISH, QoS 1
+
+    def send(self, packets: list[bytes]) -> None:
+        for i in range(0, len(packets), 500):
+            self.sock.sendall(b"".join(packets[i:i + 500]))
+        self.sent += len(packets)
+
+    def close(self, timeout: float = 300) -> None:
+        """Wait until the broker acknowledged everything sent, then disconnect."""
+        deadline = time.monotonic() + timeout
+        while self.acked < self.sent and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.sock.close()
+
+
 def _raw_publish_worker(port: int, devices: list[tuple[str, str, str]], n: int, offset: int, qos: int,
                         t0: float) -> None:
-    """A load generator that costs the machine almost nothing: MQTT 3.1.1 over a plain socket,
-    every QoS 1 PUBLISH encoded up front and written in large chunks, PUBACKs drained by a
-    thread and counted until all are in. So the ceiling measured is the subscriber's, not the
-    publishers' (paho publishers saturate these two cores at ~5k msg/s between them)."""
     if qos != 1:
         raise ValueError("the raw publisher speaks QoS 1 only")
+    pub = RawPublisher(port, f"bench-raw-{offset}")
     packets = []
-    for k in range(n):
+    for k in range(n):  # encoded up front: the timed part is sending
         dev, kind, unit = devices[(k + offset) % len(devices)]
         payload = json.dumps([{"bn": f"{dev}:", "bt": t0 + (k * 7 + offset) * 0.001, "n": kind, "u": unit,
                                "v": float(k % 97)}], separators=(",", ":")).encode()
-        body = _mqtt_string(f"city/sensors/{dev}".encode()) + struct.pack("!H", k % 65535 + 1) + payload
-        packets.append(b"\x32" + _remaining_length(len(body)) + body)  # PUBLISH, QoS 1
-    sock = socket.create_connection(("127.0.0.1", port))
-    connect = _mqtt_string(b"MQTT") + bytes([4, 0x02]) + struct.pack("!H", 60) + _mqtt_string(f"bench-raw-{offset}".encode())
-    sock.sendall(bytes([0x10]) + _remaining_length(len(connect)) + connect)
-    if sock.recv(4)[:1] != b"\x20":
-        raise RuntimeError("the broker refused the raw publisher")
-    acked = [0]
-
-    def drain() -> None:
-        while acked[0] < n:
-            data = sock.recv(1 << 16)
-            if not data:
-                return
-            acked[0] += len(data) // 4  # every PUBACK is 4 bytes
-    th = threading.Thread(target=drain, daemon=True)
-    th.start()
-    for i in range(0, n, 500):
-        sock.sendall(b"".join(packets[i:i + 500]))
-    th.join(300)
-    sock.close()
+        packets.append(pub.packet(f"city/sensors/{dev}", payload))
+    pub.send(packets)
+    pub.close()
 
 
 def publish_load(port: int, devices: list[tuple[str, str, str]], total: int, procs: int = 2, qos: int = 1,

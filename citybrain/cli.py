@@ -97,7 +97,8 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
     if not script.exists():
         print("citybrain bench runs bench/bench_system.py from a source checkout (pip install -e .)", file=sys.stderr)
         return 2
-    return subprocess.call([sys.executable, str(script), "--rates", args.rates, "--seconds", str(args.seconds)])
+    return subprocess.call([sys.executable, str(script), "--rates", args.rates, "--seconds", str(args.seconds),
+                            "--publishers", args.publishers])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="the whole system under a rate ladder (see docs/BENCHMARKS.md)")
     b.add_argument("--rates", default="1000,2000,4000,8000,20000", help="offered messages/s, comma separated")
     b.add_argument("--seconds", type=float, default=20.0, help="length of each rung")
+    b.add_argument("--publishers", choices=["raw", "paho"], default="raw",
+                   help="load generator: raw-socket QoS 1 publishers (cheap, default) or paho clients")
     b.set_defaults(handler=_bench)
 
     for mod in STAGE_CLIS:

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from selenium.common.exceptions import StaleElementReferenceException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.common.action_chains import ActionChains
 
 from citybrain import health
@@ -63,6 +63,20 @@ def click(dash_duo, selector: str, index: int = 0, timeout: float = 8) -> None:
             time.sleep(0.1)
 
 
+def click_until_text(dash_duo, selector: str, target: str, text: str, timeout: float = 15) -> None:
+    """Click ``selector`` until ``target`` shows ``text``: a click that lands while the live list
+    re-renders reaches the replaced element and does nothing, and a person would click again."""
+    until = time.monotonic() + timeout
+    while True:
+        click(dash_duo, selector)
+        try:
+            dash_duo.wait_for_contains_text(target, text, timeout=3)
+            return
+        except TimeoutException:
+            if time.monotonic() > until:
+                raise
+
+
 def wait_text(dash_duo, selector: str, text: str, timeout: float = 8) -> None:
     dash_duo.wait_for_contains_text(selector, text, timeout=timeout)
 
@@ -83,8 +97,7 @@ def test_drill_down_city_to_grid_and_back(dash_duo, screen_settings, demo_city):
         chain.append(sorted(demo_city.children(chain[-1]))[0])
     assert [demo_city.areas[a].level for a in chain] == ["district", "street", "community", "grid"]
     for area in chain:
-        click(dash_duo, f'[id*="{area}"][id*="child"]')
-        wait_text(dash_duo, "#crumbs", demo_city.areas[area].name)
+        click_until_text(dash_duo, f'[id*="{area}"][id*="child"]', "#crumbs", demo_city.areas[area].name)
         # the map now shows this area: its label trace lists the area's children
         labels = dash_duo.driver.execute_script(
             "const g = document.querySelector('#map .js-plotly-plot'); return g && g.data[10].customdata;")

@@ -21,7 +21,7 @@ from dashboard import figures, risk
 from dashboard.callbacks import callback_request
 from dashboard.publisher import MqttPublisher
 from dashboard.server import create_app
-from tests.test_dashboard_browser import click, login, shoot, write_stats
+from tests.test_dashboard_browser import click, click_until_text, login, shoot, write_stats
 
 api = pytest.importorskip("alerts.api", reason="the incident service facade (alerts.api) is not there yet")
 os.environ.setdefault("DASH_TEST_CHROMEPATH", "/usr/bin/chromium")
@@ -90,8 +90,7 @@ def test_incident_appears_live_and_dispatch_sends_cap_to_the_unit(dash_duo, live
     inc_id, seconds = raise_and_wait(dash_duo, raiser, demo_city)
     assert seconds < 1.0, f"the incident took {seconds:.2f} s to appear"
     dash_duo.wait_for_contains_text("#kpis", "1 Extreme", timeout=4)
-    click(dash_duo, ".qitem")
-    dash_duo.wait_for_text_to_equal("#detail-id", inc_id, timeout=5)
+    click_until_text(dash_duo, ".qitem", "#detail-id", inc_id)
     dash_duo.select_dcc_dropdown("#act-unit", index=0)  # the best suggested unit
     dash_duo.find_element("#act-note").send_keys("sending the nearest rescue team")
     click(dash_duo, "#act-dispatch")
@@ -125,8 +124,7 @@ def test_a_viewer_sees_but_cannot_dispatch(dash_duo, live, demo_city):
     dash_duo.start_server(app, navigate=False)
     login(dash_duo, "vera", "viewer-pass")
     inc_id, _ = raise_and_wait(dash_duo, raiser, demo_city)
-    click(dash_duo, ".qitem")
-    dash_duo.wait_for_text_to_equal("#detail-id", inc_id, timeout=5)
+    click_until_text(dash_duo, ".qitem", "#detail-id", inc_id)
     for action in ("acknowledge", "dispatch", "resolve", "close", "false_alarm"):
         assert not dash_duo.find_element(f"#act-{action}").is_enabled()
     assert "read-only" in dash_duo.find_element("#act-msg").text
@@ -175,13 +173,11 @@ def test_screenshots_of_a_busy_city(dash_duo, live, demo_city, settings):
     login(dash_duo, "olga", "operator-pass")
     dash_duo.wait_for_contains_text("#queue", incidents[0].id, timeout=8)
     shoot(dash_duo, "city")
-    click(dash_duo, ".qitem")
-    dash_duo.wait_for_element("#detail-id")
+    click_until_text(dash_duo, ".qitem", "#detail-id", "INC-")
     shoot(dash_duo, "incident_detail")
     rm = app.citybrain.data.snapshot().risk
     worst = risk.worst_child(demo_city, rm, None)
-    click(dash_duo, f'[id*="{worst}"][id*="child"]')
-    dash_duo.wait_for_contains_text("#crumbs", demo_city.areas[worst].name, timeout=5)
+    click_until_text(dash_duo, f'[id*="{worst}"][id*="child"]', "#crumbs", demo_city.areas[worst].name)
     shoot(dash_duo, "district")
     dash_duo.driver.get(dash_duo.server.url + "/health")
     dash_duo.wait_for_contains_text("#recent-rejects", "unknown_device", timeout=8)
