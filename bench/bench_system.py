@@ -121,7 +121,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--publishers", choices=["raw", "paho"], default="raw",
                     help="raw: cheap raw-socket QoS 1 publishers (default); paho: paho clients")
+    ap.add_argument("--ingest-processes", type=int, default=1, help="ingest processes sharing the feed")
     a = ap.parse_args()
+    ap_ingest = a.ingest_processes
     pace = _pace_raw if a.publishers == "raw" else _pace
     city = load_city(BUNDLED_CITY)
     gas = sorted((d for d in city.sensors() if d.kind == "gas"), key=lambda d: d.area)
@@ -135,7 +137,8 @@ def main() -> None:
         http = free_port()
         up = subprocess.Popen([sys.executable, "-m", "citybrain.cli", "up", "--mqtt", f"mqtt://127.0.0.1:{b.mqtt_port}",
                                "--kafka", f"127.0.0.1:{b.kafka_port}", "--http-port", str(http), "--data-dir", data,
-                               "--admin-token", TOKEN, "--no-simulate"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               "--admin-token", TOKEN, "--no-simulate", "--ingest-processes", str(ap_ingest)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               env={**os.environ, "CITYBRAIN_LOG_LEVEL": "WARNING"})
         wait_port(http, 120)
         time.sleep(15)  # the Faust worker joins its group

@@ -51,7 +51,7 @@ SETTING_ARGS = ("city_file", "mqtt_url", "mqtt_protocol", "mqtt_tls_ca", "mqtt_p
                 "mqtt_tls_cert", "mqtt_tls_key",
                 "kafka_bootstrap", "data_dir", "store_url", "tsdb_url",
                 "http_port", "admin_token", "partitions", "topic_prefix", "simulate", "sim_scenario", "sim_speed",
-                "sim_seed", "mqtt_port", "kafka_port")
+                "sim_seed", "mqtt_port", "kafka_port", "ingest_processes")
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -98,7 +98,7 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
         print("citybrain bench runs bench/bench_system.py from a source checkout (pip install -e .)", file=sys.stderr)
         return 2
     return subprocess.call([sys.executable, str(script), "--rates", args.rates, "--seconds", str(args.seconds),
-                            "--publishers", args.publishers])
+                            "--publishers", args.publishers, "--ingest-processes", str(args.bench_ingest)])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--scenario", dest="sim_scenario", help="simulator scenario (default: demo)")
     up.add_argument("--speed", dest="sim_speed", type=float, help="simulator speed factor")
     up.add_argument("--seed", dest="sim_seed", type=int, help="simulator seed")
+    up.add_argument("--ingest-processes", dest="ingest_processes", type=int,
+                    help="ingest processes sharing the feed (MQTT 5 broker via --mqtt; default 1)")
     up.add_argument("--mqtt-port", dest="mqtt_port", type=int, help="port of the embedded MQTT broker (default 1883)")
     up.add_argument("--kafka-port", dest="kafka_port", type=int, help="port of the embedded Kafka broker (default 9092)")
     up.set_defaults(handler=_up)
@@ -135,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seconds", type=float, default=20.0, help="length of each rung")
     b.add_argument("--publishers", choices=["raw", "paho"], default="raw",
                    help="load generator: raw-socket QoS 1 publishers (cheap, default) or paho clients")
+    b.add_argument("--ingest-processes", dest="bench_ingest", type=int, default=1,
+                   help="ingest processes sharing the feed during the ladder")
     b.set_defaults(handler=_bench)
 
     for mod in STAGE_CLIS:

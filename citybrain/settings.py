@@ -86,6 +86,8 @@ class Settings:
     batch_ms: float = 25.0
     ingest_share_group: str = "citybrain-ingest"
     ingest_client_id: str = "citybrain-ingest-1"
+    ingest_name: str = "ingest"  # this ingest process's name (heartbeat file, dead-letter file)
+    ingest_processes: int = 1  # `citybrain up` runs this many, sharing the feed (MQTT 5 brokers)
     # streams
     allowed_lateness_s: float = 30.0
     grace_s: float = 60.0

@@ -90,6 +90,8 @@ class Child:
     state: str = "down"
     log_path: Path | None = None
     on_restart: list = field(default_factory=list)
+    role: str = ""  # what it runs (several ingest children share one role); default: its name
+    env: dict[str, str] = field(default_factory=dict)  # its own settings on top of the shared ones
 
     @property
     def pid(self) -> int | None:
@@ -140,6 +142,12 @@ class Supervisor:
                 f"port {s.http_port} on {s.http_host} is taken (another citybrain or web server?); "
                 f"stop it or use --http-port"
             )
+        if s.ingest_processes < 1:
+            raise ComponentStartError("--ingest-processes must be at least 1")
+        if s.ingest_processes > 1 and (s.mqtt_url is None or s.mqtt_protocol.strip() not in {"5", "5.0", "v5"}):
+            raise ComponentStartError(
+                "several ingest processes share the feed through MQTT 5 shared subscriptions, which the "
+                "embedded broker (MQTT 3.1.1) lacks: use --mqtt with Mosquitto, or one ingest process")
         if s.mqtt_url is None:
             port = s.mqtt_port
             if not port_free(port):
@@ -187,7 +195,12 @@ class Supervisor:
             kafka = Child("kafka-broker", tansu_command(s.kafka_port), port=s.kafka_port)
             kafka.on_restart.append(self._ensure_topics)  # memory storage comes back empty
             self.children.append(kafka)
-        for name in ("ingest", "streams", "alerts", "dashboard"):
+        for k in range(s.ingest_processes):  # one feed shared through $share/ (MQTT 5)
+            name = "ingest" if k == 0 else f"ingest-{k + 1}"
+            env = {} if k == 0 else {"CITYBRAIN_INGEST_NAME": name,
+                                     "CITYBRAIN_INGEST_CLIENT_ID": f"{s.ingest_client_id}-{k + 1}"}
+            self.children.append(Child(name, py + ["ingest"], role="ingest", env=env))
+        for name in ("streams", "alerts", "dashboard"):
             self.children.append(Child(name, py + [name], port=s.http_port if name == "dashboard" else None))
         if s.simulate:
             self.children.append(Child("simulator", py + ["simulator"]))
@@ -201,8 +214,9 @@ class Supervisor:
     def _spawn(self, c: Child) -> None:
         c.log_path = self.settings.data_dir / "logs" / f"{c.name}.log"
         env = {**os.environ, **self.settings.to_env(), "PYTHONUNBUFFERED": "1"}
-        if c.name in self.mqtt_credentials:
-            user, password = self.mqtt_credentials[c.name]
+        env.update(c.env)
+        if (c.role or c.name) in self.mqtt_credentials:
+            user, password = self.mqtt_credentials[c.role or c.name]
             env.update(CITYBRAIN_MQTT_USERNAME=user, CITYBRAIN_MQTT_PASSWORD=password)
         out = open(c.log_path, "ab")  # noqa: SIM115 - owned by the child process
         try:

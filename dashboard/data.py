@@ -87,7 +87,7 @@ def build_health(settings: Settings, now: float, stats: dict[str, dict] | None =
         components[name] = "down" if "down" in (beat, components.get(name, "up")) else "up"
     components["dashboard"] = "up"
     problems = _problems(stats, components, now)
-    ingest = stats.get("ingest", {})
+    ingest = _merged_ingest([st for name, st in stats.items() if name == "ingest" or name.startswith("ingest-")])
     streams = stats.get("streams", {})
     return {
         "components": dict(sorted(components.items())),
@@ -104,6 +104,21 @@ def build_health(settings: Settings, now: float, stats: dict[str, dict] | None =
         "problems": problems,
         "t": now,
     }
+
+
+def _merged_ingest(parts: list[dict]) -> dict:
+    """Several ingest processes sharing the feed report as one stage: counts and rates add up."""
+    if len(parts) == 1:
+        return parts[0]
+    by_reason: dict[str, int] = {}
+    for st in parts:
+        for reason, n in (st.get("rejected_by_reason") or {}).items():
+            by_reason[reason] = by_reason.get(reason, 0) + int(n)
+    recent = sorted((r for st in parts for r in st.get("recent_rejects") or []), key=lambda r: float(r.get("t", 0)))
+    return {"accepted": sum(int(st.get("accepted", 0) or 0) for st in parts),
+            "rejected": sum(int(st.get("rejected", 0) or 0) for st in parts),
+            "rate": sum(float(st.get("rate", 0.0) or 0.0) for st in parts),
+            "rejected_by_reason": by_reason, "recent_rejects": recent[-50:]}
 
 
 def _problems(stats: dict, components: dict[str, str], now: float) -> dict[str, str]:

@@ -17,6 +17,7 @@ import base64
 import json
 import logging
 import signal
+import sys
 import threading
 import time
 from collections import Counter, defaultdict, deque
@@ -99,7 +100,8 @@ class Ingest:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.series = None
-        self.dl_path = settings.data_dir / "deadletter.jsonl"
+        name = settings.ingest_name
+        self.dl_path = settings.data_dir / ("deadletter.jsonl" if name == "ingest" else f"deadletter-{name}.jsonl")
 
     # ------------------------------------------------------------------ paho thread
 
@@ -321,7 +323,8 @@ class Ingest:
 
     def _write_stats(self) -> None:
         try:
-            health.write_stats(self.settings.run_dir, "ingest", {**self.stats.snapshot(), "queued": len(self.inbox)})
+            health.write_stats(self.settings.run_dir, self.settings.ingest_name,
+                               {**self.stats.snapshot(), "queued": len(self.inbox)})
         except OSError as e:
             log.warning("cannot write stats: %s", e)
 
@@ -335,5 +338,8 @@ def run(settings: Settings) -> None:
             loop.add_signal_handler(sig, ing.stopping.set)
         await ing.run()
 
+    # paho's network thread gives up the GIL at every socket read and needs it back at once; with
+    # the default 5 ms switch interval it waits behind the parser (measured: +10 % msg/s at 0.5 ms)
+    sys.setswitchinterval(0.0005)
     if threading.current_thread() is threading.main_thread():
         asyncio.run(main())

@@ -103,3 +103,18 @@ def test_child_dying_during_start_reports_its_log(tmp_path):
     with pytest.raises(ComponentStartError, match="boom"):
         sup._start_blocking(Child("crasher", [sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"], port=1),
                             timeout_s=10)
+
+
+def test_several_ingest_processes_need_an_mqtt5_broker(tmp_path):
+    from citybrain.settings import Settings
+    from tests.conftest import free_port
+
+    s = Settings().replace(data_dir=tmp_path / "d", kafka_bootstrap="127.0.0.1:1", http_port=free_port(),
+                           simulate=False, ingest_processes=2)
+    with pytest.raises(ComponentStartError, match="shared subscriptions"):
+        Supervisor(s)  # the embedded broker speaks MQTT 3.1.1
+    sup = Supervisor(s.replace(mqtt_url="mqtt://127.0.0.1:1"))
+    sup._plan()
+    ingest = [c for c in sup.children if c.role == "ingest"]
+    assert [c.name for c in ingest] == ["ingest", "ingest-2"]
+    assert ingest[1].env == {"CITYBRAIN_INGEST_NAME": "ingest-2", "CITYBRAIN_INGEST_CLIENT_ID": "citybrain-ingest-1-2"}
