@@ -41,6 +41,8 @@ log = logging.getLogger("ingest")
 DEADLETTER_FILE_MAX = 50 * 1024 * 1024
 #: batches produced to Kafka but not yet acknowledged there (parsing goes on meanwhile)
 MAX_BATCHES_IN_FLIGHT = 4
+#: seconds to wait for Kafka's acks of one attempt before treating the missing ones as failed
+SEND_TIMEOUT_S = 30.0
 #: batches of readings waiting for the time-series store before new ones are dropped (counted)
 SERIES_BACKLOG = 64
 
@@ -94,6 +96,7 @@ class Ingest:
         self._wake_pending = False
         self.loop: asyncio.AbstractEventLoop | None = None
         self.series_queue: asyncio.Queue = asyncio.Queue(maxsize=SERIES_BACKLOG)
+        self._resend = asyncio.Lock()  # one batch re-sends at a time
         self.stopping = asyncio.Event()
         self.client = mqtt.make_client(settings, settings.ingest_client_id, clean_start=False, manual_ack=True)
         self.client.on_message = self._on_message
@@ -154,7 +157,8 @@ class Ingest:
                     # parse this batch while the previous ones wait for Kafka; acks stay in order
                     prev = inflight[-1] if inflight else None
                     inflight.append(asyncio.create_task(self._deliver(self._prepare(batch), prev)))
-                while inflight and (inflight[0].done() or len(inflight) > MAX_BATCHES_IN_FLIGHT):
+                limit = 1 if self.stats.kafka_error else MAX_BATCHES_IN_FLIGHT  # failing: one at a time
+                while inflight and (inflight[0].done() or len(inflight) > limit):
                     await inflight.popleft()
             while inflight:
                 await inflight.popleft()
@@ -271,22 +275,46 @@ class Ingest:
             await asyncio.to_thread(self._write_series, rows)
 
     async def _send_all(self, sends: list[tuple]) -> None:
-        """Produce every record and wait for the acks; on failure retry (never ack unsent data)."""
-        backoff = 0.2
+        """Produce every record and wait for the acks; on failure retry (never ack unsent data).
+
+        A retry first lets every record of the failed attempt settle and then sends only those
+        that failed, one retrying batch at a time: concurrent re-sends to one partition made the
+        embedded broker (tansu) drop an acknowledged batch (its storage races on the offset).
+        """
+        backoff, todo, retrying = 0.2, sends, False
         while True:
+            futs: list = []
             try:
-                futs = [await self.producer.send(t, v, key=k, partition=p) for t, v, k, p in sends]
-                await asyncio.gather(*futs)
+                for t, v, k, p in todo:
+                    futs.append(await self.producer.send(t, v, key=k, partition=p))
+                results = await asyncio.wait_for(asyncio.gather(*futs, return_exceptions=True), SEND_TIMEOUT_S)
+            except Exception as e:  # noqa: BLE001 - Kafka down before a record was even queued
+                if futs:  # let what was queued settle: it must not race the re-send
+                    await asyncio.wait(futs, timeout=SEND_TIMEOUT_S)
+                results = [f.exception() if f.done() and not f.cancelled() else e for f in futs]
+                results += [e] * (len(todo) - len(futs))
+            failed = [(rec, r) for rec, r in zip(todo, results) if isinstance(r, BaseException)]
+            if not failed:
+                if retrying:
+                    self._resend.release()
                 if self.stats.kafka_error:
                     log.warning("kafka is back; sending what waited")
                     self.stats.kafka_error = ""
                 return
-            except Exception as e:  # noqa: BLE001 - Kafka down: keep the messages, retry
-                self.stats.kafka_error = f"{type(e).__name__}: {e}"[:300]
-                log.warning("kafka send failed (%s); the MQTT messages stay unacknowledged; retrying in %.1fs",
-                            e, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+            err = failed[0][1]
+            self.stats.kafka_error = f"{type(err).__name__}: {err}"[:300]
+            log.warning("kafka refused %d of %d records (%s); the MQTT messages stay unacknowledged; retrying in "
+                        "%.1fs", len(failed), len(todo), err, backoff)
+            todo = [rec for rec, _ in failed]
+            if not retrying:
+                await self._resend.acquire()
+                retrying = True
+            await asyncio.sleep(backoff)
+            try:  # a restarted broker may have come back empty: create the topics before re-sending
+                await ensure_topics_async(self.settings, timeout_s=2.0)
+            except Exception as e:  # noqa: BLE001 - still down: the re-send will say so
+                log.debug("topics not ensured yet: %s", e)
+            backoff = min(backoff * 2, 5.0)
 
     def _write_series(self, rows) -> None:
         try:
