@@ -34,45 +34,26 @@ from citybrain.settings import BUNDLED_CITY  # noqa: E402
 TOKEN = "bench"
 
 
-def _pace(port: int, rate: float, seconds: float, k: int, sent: mp.Value) -> None:
-    import paho.mqtt.client as mqtt
+def _pace(port: int, rate: float, seconds: float, k: int, sent: mp.Value, raw: bool = True) -> None:
+    """Publish normal readings at ``rate`` msg/s for ``seconds`` (QoS 1).
 
+    ``raw``: over a raw-socket publisher (bench.common.RawPublisher), cheap enough that the offered
+    rate is what the system is asked to take, not what Python publishers manage; else paho.
+    """
     from simulators.model import normal_value
 
     city = load_city(BUNDLED_CITY)
     devs = [(d.id, d.kind, d.unit) for d in city.sensors() if d.kind != "gas"]
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"ladder-{k}-{os.getpid()}", protocol=mqtt.MQTTv5)
-    c.max_inflight_messages_set(5000)
-    c.max_queued_messages_set(0)
-    c.connect("127.0.0.1", port)
-    c.loop_start()
-    start = time.monotonic()
-    n = 0
-    while (el := time.monotonic() - start) < seconds:
-        due = int(rate * el)
-        while n < due:
-            dev, kind, unit = devs[(n * 7 + k) % len(devs)]
-            t = time.time()
-            payload = json.dumps([{"bn": f"{dev}:", "bt": round(t + (n % 1000) * 1e-4, 4), "n": kind, "u": unit,
-                                   "v": round(normal_value(kind, t, 0.0), 3)}], separators=(",", ":"))
-            c.publish(f"city/sensors/{dev}", payload, qos=1)
-            n += 1
-        time.sleep(0.01)
-    time.sleep(2)
-    c.loop_stop()
-    c.disconnect()
-    with sent.get_lock():
-        sent.value += n
+    if raw:
+        pub = RawPublisher(port, f"ladder-raw-{k}-{os.getpid()}")
+    else:
+        import paho.mqtt.client as mqtt
 
-
-def _pace_raw(port: int, rate: float, seconds: float, k: int, sent: mp.Value) -> None:
-    """As ``_pace`` with a raw-socket publisher (bench.common.RawPublisher): cheap enough that
-    the offered rate is what the system is asked to take, not what Python publishers manage."""
-    from simulators.model import normal_value
-
-    city = load_city(BUNDLED_CITY)
-    devs = [(d.id, d.kind, d.unit) for d in city.sensors() if d.kind != "gas"]
-    pub = RawPublisher(port, f"ladder-raw-{k}-{os.getpid()}")
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"ladder-{k}-{os.getpid()}", protocol=mqtt.MQTTv5)
+        c.max_inflight_messages_set(5000)
+        c.max_queued_messages_set(0)
+        c.connect("127.0.0.1", port)
+        c.loop_start()
     start = time.monotonic()
     n = 0
     while (el := time.monotonic() - start) < seconds:
@@ -82,11 +63,20 @@ def _pace_raw(port: int, rate: float, seconds: float, k: int, sent: mp.Value) ->
             t = time.time()
             payload = json.dumps([{"bn": f"{dev}:", "bt": round(t + (n % 1000) * 1e-4, 4), "n": kind, "u": unit,
                                    "v": round(normal_value(kind, t, 0.0), 3)}], separators=(",", ":")).encode()
-            chunk.append(pub.packet(f"city/sensors/{dev}", payload))
+            chunk.append((f"city/sensors/{dev}", payload))
             n += 1
-        pub.send(chunk)
+        if raw:
+            pub.send([pub.packet(topic, payload) for topic, payload in chunk])
+        else:
+            for topic, payload in chunk:
+                c.publish(topic, payload, qos=1)
         time.sleep(0.01)
-    pub.close(30)
+    if raw:
+        pub.close(30)
+    else:
+        time.sleep(2)
+        c.loop_stop()
+        c.disconnect()
     with sent.get_lock():
         sent.value += n
 
@@ -123,8 +113,7 @@ def main() -> None:
                     help="raw: cheap raw-socket QoS 1 publishers (default); paho: paho clients")
     ap.add_argument("--ingest-processes", type=int, default=1, help="ingest processes sharing the feed")
     a = ap.parse_args()
-    ap_ingest = a.ingest_processes
-    pace = _pace_raw if a.publishers == "raw" else _pace
+    raw = a.publishers == "raw"
     city = load_city(BUNDLED_CITY)
     gas = sorted((d for d in city.sensors() if d.kind == "gas"), key=lambda d: d.area)
     picked, blocked = [], set()
@@ -137,7 +126,7 @@ def main() -> None:
         http = free_port()
         up = subprocess.Popen([sys.executable, "-m", "citybrain.cli", "up", "--mqtt", f"mqtt://127.0.0.1:{b.mqtt_port}",
                                "--kafka", f"127.0.0.1:{b.kafka_port}", "--http-port", str(http), "--data-dir", data,
-                               "--admin-token", TOKEN, "--no-simulate", "--ingest-processes", str(ap_ingest)],
+                               "--admin-token", TOKEN, "--no-simulate", "--ingest-processes", str(a.ingest_processes)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               env={**os.environ, "CITYBRAIN_LOG_LEVEL": "WARNING"})
         wait_port(http, 120)
@@ -155,7 +144,7 @@ def main() -> None:
             cpu0 = {n: proc_usage(p)[0] for n, p in pids.items()}
             h0 = api(http, "/api/health")
             sent = mp.Value("i", 0)
-            ps = [mp.Process(target=pace, args=(b.mqtt_port, rate / 2, a.seconds, k, sent)) for k in range(2)]
+            ps = [mp.Process(target=_pace, args=(b.mqtt_port, rate / 2, a.seconds, k, sent, raw)) for k in range(2)]
             t_start = time.monotonic()
             for p in ps:
                 p.start()

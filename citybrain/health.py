@@ -37,6 +37,11 @@ def read_all(run_dir: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
-def is_up(stats: dict[str, Any], now: float | None = None) -> bool:
+def is_fresh(stats: dict[str, Any], now: float | None = None) -> bool:
+    """Its heartbeat is recent (whatever state it reports)."""
     now = time.time() if now is None else now
-    return now - float(stats.get("t", 0)) < STALE_S and stats.get("state", "up") == "up"
+    return now - float(stats.get("t", 0)) < STALE_S
+
+
+def is_up(stats: dict[str, Any], now: float | None = None) -> bool:
+    return is_fresh(stats, now) and stats.get("state", "up") == "up"

@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 
 def is_v5(settings: Settings) -> bool:
-    return settings.mqtt_protocol.strip() in {"5", "5.0", "v5"}
+    return settings.mqtt_v5
 
 
 def make_client(settings: Settings, client_id: str, *, clean_start: bool = True,

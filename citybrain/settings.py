@@ -107,6 +107,11 @@ class Settings:
         return parse_host_port(url, default_port=8883 if self.mqtt_tls else 1883)
 
     @property
+    def mqtt_v5(self) -> bool:
+        """MQTT 5 (shared subscriptions, session expiry) rather than 3.1.1."""
+        return self.mqtt_protocol.strip() in {"5", "5.0", "v5"}
+
+    @property
     def mqtt_tls(self) -> bool:
         return bool(self.mqtt_tls_ca) or (self.mqtt_url or "").startswith(("mqtts://", "ssl://"))
 

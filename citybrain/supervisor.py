@@ -144,7 +144,7 @@ class Supervisor:
             )
         if s.ingest_processes < 1:
             raise ComponentStartError("--ingest-processes must be at least 1")
-        if s.ingest_processes > 1 and (s.mqtt_url is None or s.mqtt_protocol.strip() not in {"5", "5.0", "v5"}):
+        if s.ingest_processes > 1 and (s.mqtt_url is None or not s.mqtt_v5):
             raise ComponentStartError(
                 "several ingest processes share the feed through MQTT 5 shared subscriptions, which the "
                 "embedded broker (MQTT 3.1.1) lacks: use --mqtt with Mosquitto, or one ingest process")

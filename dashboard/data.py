@@ -132,7 +132,7 @@ def _problems(stats: dict, components: dict[str, str], now: float) -> dict[str, 
         reasons = [str(v) for k, v in sorted(st.items()) if k.endswith("_error") and v]
         if reasons:
             out[name] = "; ".join(reasons)
-        elif st and not cb_health.is_up({**st, "state": "up"}, now):
+        elif st and not cb_health.is_fresh(st, now):
             out[name] = f"no heartbeat for {now - float(st.get('t', 0)):.0f} s"
         elif isinstance(sup.get(name), dict) and sup[name].get("state") not in (None, "up", "external"):
             out[name] = f"{sup[name]['state']} (restarts: {sup[name].get('restarts', 0)})"

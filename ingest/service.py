@@ -277,9 +277,10 @@ class Ingest:
     async def _send_all(self, sends: list[tuple]) -> None:
         """Produce every record and wait for the acks; on failure retry (never ack unsent data).
 
-        A retry first lets every record of the failed attempt settle and then sends only those
-        that failed, one retrying batch at a time: concurrent re-sends to one partition made the
-        embedded broker (tansu) drop an acknowledged batch (its storage races on the offset).
+        A retry first lets every record of the failed attempt settle, creates the topics (a
+        restarted embedded broker comes back empty, and a topic it creates on its own for a
+        metadata request raced in its storage and hid acknowledged records), then sends only the
+        records that failed, one retrying batch at a time.
         """
         backoff, todo, retrying = 0.2, sends, False
         while True:

@@ -208,17 +208,8 @@ class StreamCore:
                                                str(e), None))
             return np.zeros(0), np.zeros(0), np.zeros(0, bool)
         keep = np.ones(n, bool)
-        if b.ids and st.bank is not None:
+        if b.ids:
             self._dedup(st, b.ids, keep)
-        elif b.ids:
-            for i, rid in enumerate(b.ids):
-                if rid in st.seen:
-                    keep[i] = False
-                else:
-                    st.seen[rid] = None
-            while len(st.seen) > SEEN_IDS:
-                del st.seen[next(iter(st.seen))]
-            self.counts["duplicates"] += int(n - keep.sum())
         bad = ~(np.isfinite(t) & np.isfinite(v)) & keep
         for i in np.flatnonzero(bad).tolist():
             out.dead_letters.append(self._dead({"device": b.device[i], "t": b.t[i], "value": b.value[i]},
@@ -226,7 +217,8 @@ class StreamCore:
         return t, v, keep & ~bad
 
     def _dedup(self, st: PartitionState, ids: tuple, keep: np.ndarray) -> None:
-        """The scalar loop over ids, done with dict operations (same ``keep``, same ``seen``)."""
+        """Drop readings whose id was seen (bounded memory, oldest forgotten first); dict operations
+        for the common batch without an id twice, a loop otherwise."""
         seen = st.seen
         new = dict.fromkeys(ids)
         if len(new) == len(ids):  # no id twice in the batch
@@ -341,15 +333,11 @@ class StreamCore:
     def _sensor_row(self, st: PartitionState, device: str, name: str, grid: str) -> int:
         """``_sensor`` for a new key on the bank: its row, or -1 when it is not monitored."""
         d = self.city.devices.get(device)
-        if d is None:
-            if self._extra >= MAX_EXTRA_SOURCES:
-                self.counts["unmonitored"] += 1
-                return -1
-            self._extra += 1
-        limits = dict(d.limits) if d is not None and d.kind == name else {}
+        if not self._admit(d is not None):
+            return -1
         key = f"d:{device}:{name}"
         st.grid_of[key] = grid or (d.area if d is not None else "")
-        return self._add_row(st, key, device, name, limits)
+        return self._add_row(st, key, device, name, self._limits(device, name))
 
     @staticmethod
     def _add_row(st: PartitionState, key: str, device: str, name: str, limits: dict) -> int:
@@ -373,7 +361,7 @@ class StreamCore:
         m = st.monitors.get(key)
         if m is None:
             d = self.city.devices.get(device)
-            limits = dict(d.limits) if d is not None and d.kind == name else {}
+            limits = self._limits(device, name)
             m = self._new(st, key, lambda: sensor_monitor(device, name, limits, self.utc_offset_s), d is not None)
             if m is None:
                 return None, grid
@@ -381,11 +369,8 @@ class StreamCore:
         return m, st.grid_of[key]
 
     def _new(self, st: PartitionState, key: str, make, known: bool) -> Monitor | None:
-        if not known:
-            if self._extra >= MAX_EXTRA_SOURCES:
-                self.counts["unmonitored"] += 1
-                return None
-            self._extra += 1
+        if not self._admit(known):
+            return None
         m = st.monitors[key] = make()
         return m
 
@@ -583,8 +568,7 @@ class StreamCore:
                 r = st.rows.get(key)
                 if r is None:
                     _, source, name = key.split(":", 2)
-                    d = self.city.devices.get(source)
-                    r = self._add_row(st, key, source, name, dict(d.limits) if d is not None and d.kind == name else {})
+                    r = self._add_row(st, key, source, name, self._limits(source, name))
                 st.bank.restore(r, m.state())
                 st.twins.pop(r, None)
                 st.grid_of[key] = grid
@@ -598,12 +582,25 @@ class StreamCore:
                     n += 1
         return n
 
+    def _limits(self, device: str, name: str) -> dict:
+        """The city file's limits of a sensor (none for a device or quantity it does not know)."""
+        d = self.city.devices.get(device)
+        return dict(d.limits) if d is not None and d.kind == name else {}
+
+    def _admit(self, known: bool) -> bool:
+        """Whether a new source gets a monitor: always for the city's devices, up to
+        MAX_EXTRA_SOURCES for others (counted as unmonitored beyond)."""
+        if not known:
+            if self._extra >= MAX_EXTRA_SOURCES:
+                self.counts["unmonitored"] += 1
+                return False
+            self._extra += 1
+        return True
+
     def _monitor_for(self, key: str) -> Monitor | None:
         tag, source, name = key.split(":", 2)
         if tag == "d":
-            d = self.city.devices.get(source)
-            limits = dict(d.limits) if d is not None and d.kind == name else {}
-            return sensor_monitor(source, name, limits, self.utc_offset_s)
+            return sensor_monitor(source, name, self._limits(source, name), self.utc_offset_s)
         if tag == "l":
             return label_monitor(source, name) if name in CAMERA_LABELS else None
         return count_monitor(source, name, self.utc_offset_s)

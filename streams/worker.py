@@ -3,8 +3,9 @@
 One agent consumes ``signals`` (one SignalBatch per record, partitioned by grid), hands each
 batch to :class:`~streams.core.StreamCore` with its partition, produces warnings (key = grid)
 and dead letters, and checkpoints the core's changed per-source state to a state topic (key =
-partition/source, the partition of the input): a changelog we own. A restarting worker reads it
-to the end before Faust starts and rebuilds the core from it. Faust's windowed tables are not
+partition/source, the partition of the input): a changelog we own. A worker given a partition
+(at start or on a rebalance) reads that partition's changelog to its end before its first batch
+and rebuilds the core's state for it. Faust's windowed tables are not
 used on purpose (they close windows on the wall clock; the core closes them on event time), and
 neither is a plain Faust table: with tansu and the memory store its recovery was not reliable
 before the first event, which a restart test showed.
@@ -12,7 +13,6 @@ before the first event, which a restart test showed.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -180,9 +180,7 @@ def stats(app: faust.App, core: StreamCore, offsets: dict[int, int]) -> dict[str
 def run(settings: Settings, loglevel: str = "WARNING") -> None:
     """Ensure topics (incl. the changelog), start the Faust worker, return when it stops."""
     ensure_topics(settings, extra=[changelog_topic(settings)])
-    core = StreamCore(settings, load_city(settings.city_file))
-    for p, items in asyncio.run(load_state(settings)).items():
-        log.info("partition %d: restored %d sources from %s", p, core.restore(p, items), changelog_topic(settings))
+    core = StreamCore(settings, load_city(settings.city_file))  # state comes per partition on assignment
     app = build_app(settings, core)
     write_stats(settings.run_dir, "streams", {"state": "starting", "lag": 0, "readings": 0, "warnings": 0})
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, override_logging=False)

@@ -17,10 +17,8 @@ import pytest
 import requests
 
 from citybrain.exceptions import CitybrainError
-from citybrain.settings import Settings
-from dashboard.server import BackgroundServer, create_app
 from simulators import recording
-from tests.test_api_incidents import ADMIN, api, city, raise_incident  # noqa: F401 - fixtures
+from tests.test_api_incidents import ADMIN, city, raise_incident, srv  # noqa: F401 - fixtures
 
 JSON = {"Content-Type": "application/json"}
 SOON = time.time() + 3600
@@ -88,31 +86,20 @@ HTTP_CORPUS = [
 ]
 
 
-@pytest.fixture
-def srv(tmp_path, city):  # noqa: F811 - the module-scoped city fixture
-    settings = Settings().replace(data_dir=tmp_path / "data", admin_token=ADMIN)
-    service = api.IncidentService(settings, city)
-    app = create_app(settings, city, service)
-    tokens = {"op": app.citybrain_auth.issue_token("olga", "operator")[1],
-              "viewer": app.citybrain_auth.issue_token("wall", "viewer")[1], "admin": ADMIN, "forged": "x" * 40}
-    with BackgroundServer(app) as s:
-        s.service, s.city, s.tokens = service, city, tokens
-        yield s
-
-
-def test_every_bad_http_request_is_refused_with_its_reason_and_good_ones_keep_working(srv):
+def test_every_bad_http_request_is_refused_with_its_reason_and_good_ones_keep_working(srv):  # noqa: F811
     inc = raise_incident(srv)
+    tokens = {"op": srv.op, "viewer": srv.viewer, "admin": ADMIN, "forged": "x" * 40}
     assert len(HTTP_CORPUS) >= 40
     for method, path, who, kw, status, reason in HTTP_CORPUS:
         headers = dict(kw.get("headers", {}))
         if who:
-            headers["Authorization"] = f"Bearer {srv.tokens[who]}"
+            headers["Authorization"] = f"Bearer {tokens[who]}"
         r = requests.request(method, srv.url + path.format(inc=inc), headers=headers, timeout=10,
                              **{k: v for k, v in kw.items() if k != "headers"})
         assert r.headers.get("Content-Type", "").startswith("application/json"), (method, path, r.text[:300])
         assert (r.status_code, reason in r.json().get("error", "")) == (status, True), (method, path, r.text)
         # good traffic in between is served as before
-        ok = requests.get(srv.url + "/api/incidents", headers={"Authorization": f"Bearer {srv.tokens['op']}"},
+        ok = requests.get(srv.url + "/api/incidents", headers={"Authorization": f"Bearer {srv.op}"},
                           timeout=10)
         assert ok.status_code == 200 and [i["id"] for i in ok.json()] == [inc]
     # nothing the corpus sent changed the incident
@@ -183,7 +170,7 @@ CSV_CORPUS = {
 
 
 @pytest.mark.parametrize("case", sorted(CSV_CORPUS))
-def test_bad_csv_feeds_are_refused_naming_the_line(tmp_path, city, case):  # noqa: F811
+def test_bad_csv_feeds_are_refused_naming_the_line(tmp_path, city, case):  # noqa: F811 - the fixture
     text, reason = CSV_CORPUS[case]
     p = tmp_path / "feed.csv"
     p.write_text(text)
