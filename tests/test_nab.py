@@ -7,7 +7,6 @@ import csv
 import json
 import math
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,8 +14,9 @@ import pytest
 from streams import cli
 from streams.nab import runner, scoring
 from streams.nab.detector import NabDetector
+from tests.conftest import SHARED
 
-NAB = Path("/work/shared/data/nab")
+NAB = SHARED / "data" / "nab"
 STD = scoring.PROFILES[0]
 
 
