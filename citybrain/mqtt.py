@@ -22,18 +22,19 @@ def is_v5(settings: Settings) -> bool:
 
 
 def make_client(settings: Settings, client_id: str, *, clean_start: bool = True,
-                manual_ack: bool = False) -> mqtt.Client:
+                manual_ack: bool = False, client_class: type[mqtt.Client] = mqtt.Client) -> mqtt.Client:
     """A paho client configured from settings; call :func:`connect` next.
 
     ``clean_start=False`` with a fixed ``client_id`` keeps a persistent session so that QoS 1
     messages published while the client was away are delivered when it returns.
+    ``client_class``: a paho ``Client`` subclass (ingest's burst client), stock paho otherwise.
     """
     if is_v5(settings):
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5,
-                        manual_ack=manual_ack)
+        c = client_class(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5,
+                         manual_ack=manual_ack)
     else:
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311,
-                        clean_session=clean_start, manual_ack=manual_ack)
+        c = client_class(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311,
+                         clean_session=clean_start, manual_ack=manual_ack)
     if settings.mqtt_username:
         c.username_pw_set(settings.mqtt_username, settings.mqtt_password.get() or None)
     if settings.mqtt_tls:  # the CA file, or the system's trusted CAs for mqtts:// without one

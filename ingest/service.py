@@ -5,9 +5,10 @@ carries it (or its dead letter). If this process is killed, the broker redeliver
 not yet acknowledged to the same persistent session; redelivered readings are removed
 downstream by their identity. Nothing acknowledged is lost.
 
-Threads: paho's network loop puts raw messages on an asyncio queue (its callback never raises);
-the asyncio side parses, batches per partition (columnar ``SignalBatch``), produces, awaits the
-Kafka acks, then acknowledges the MQTT messages.
+Threads: paho's network loop (ingest's :class:`~ingest.burst_client.BurstClient`: buffered reads,
+hand-decoded publishes) appends raw messages to an inbox (its callback never raises); the asyncio
+side parses, batches per partition (columnar ``SignalBatch``), produces, awaits the Kafka acks,
+then acknowledges the batch's MQTT messages with one write.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from citybrain.logs import truncate
 from citybrain.records import CameraCount, CameraEvent, DeadLetter, Presence, Reading, UnitStatus
 from citybrain.settings import Settings
 from citybrain.timeseries import open_writer
+from ingest.burst_client import BurstClient
 from ingest.edge import INPUT_TOPICS, Edge
 
 log = logging.getLogger("ingest")
@@ -98,8 +100,10 @@ class Ingest:
         self.series_queue: asyncio.Queue = asyncio.Queue(maxsize=SERIES_BACKLOG)
         self._resend = asyncio.Lock()  # one batch re-sends at a time
         self.stopping = asyncio.Event()
-        self.client = mqtt.make_client(settings, settings.ingest_client_id, clean_start=False, manual_ack=True)
-        self.client.on_message = self._on_message
+        self.client = mqtt.make_client(settings, settings.ingest_client_id, clean_start=False, manual_ack=True,
+                                       client_class=BurstClient)
+        self.client.on_raw_message = self._on_raw_message
+        self.client.on_message = self._on_message  # QoS 2 only (ingest subscribes at QoS 1)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.series = None
@@ -127,14 +131,21 @@ class Ingest:
         self.stats.mqtt_error = f"disconnected: {reason_code}"
         log.warning("MQTT broker connection lost (%s); reconnecting", reason_code)
 
-    def _on_message(self, client, userdata, msg) -> None:
+    def _on_raw_message(self, mid: int, qos: int, topic: str, payload: bytes) -> None:
         try:
-            self.inbox.append((msg.mid, msg.qos, msg.topic, bytes(msg.payload), time.time()))
+            self.inbox.append((mid, qos, topic, payload, time.time()))
             if not self._wake_pending:
                 self._wake_pending = True
                 self.loop.call_soon_threadsafe(self._wake.set)
         except Exception:  # noqa: BLE001 - a paho callback never raises
-            log.exception("could not queue message on %s", getattr(msg, "topic", "?"))
+            log.exception("could not queue message on %s", topic)
+
+    def _on_message(self, client, userdata, msg) -> None:
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:
+            topic = bytes(msg._topic).decode("utf-8", "replace")
+        self._on_raw_message(msg.mid, msg.qos, topic, bytes(msg.payload))
 
     # ------------------------------------------------------------------ asyncio side
 
@@ -259,9 +270,10 @@ class Ingest:
             self.stats.reject(dl, payload)
         if dead:
             await asyncio.to_thread(self._keep_dead_letters, [dl for dl, _ in dead])
-        # only now, with Kafka's acks in hand, acknowledge the MQTT messages
+        # only now, with Kafka's acks in hand, acknowledge the MQTT messages (one write)
+        self.client.ack_many([mid for mid, qos, *_ in items if qos == 1])
         for mid, qos, *_ in items:
-            if qos > 0:
+            if qos == 2:
                 self.client.ack(mid, qos)
         if rows:
             try:
