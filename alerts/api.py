@@ -73,10 +73,13 @@ class IncidentService:
     def list_incidents(self, state: str = "open") -> list[Incident]:
         if state not in ("open", "all"):
             raise ValueError("state must be 'open' or 'all'")
-        rows = self.store.read("SELECT body FROM incidents ORDER BY started_at DESC")
+        if state == "open":  # by the state index: the ended incidents of a long run are not read
+            marks = ", ".join("?" * len(OPEN_STATES))
+            rows = self.store.read(f"SELECT body FROM incidents WHERE state IN ({marks}) ORDER BY started_at DESC",
+                                   tuple(sorted(OPEN_STATES)))
+        else:
+            rows = self.store.read("SELECT body FROM incidents ORDER BY started_at DESC")
         out = [Incident.decode(r[0]) for r in rows]
-        if state == "open":
-            out = [i for i in out if i.state in OPEN_STATES]
         sev = {s: k for k, s in enumerate(CAP_SEVERITY)}
         return sorted(out, key=lambda i: (-sev.get(i.severity, 0), i.detected_at))
 
@@ -118,7 +121,7 @@ class IncidentService:
                 if w.severity in ("Minor", "Unknown") and not self._repeated(cur, w):
                     self._remember(cur, w, None, body, seen)
                     return None
-                inc = self._new_incident(w, now)
+                inc = self._new_incident(w, now, self._free_incident_id(cur, w))
                 flaps = self._recent_ended(cur, w, now)
                 if flaps >= FLAP_LIMIT - 1:
                     note = f"flapping: {flaps} {w.event} incidents in {w.grid} ended within the hour"
@@ -180,10 +183,24 @@ class IncidentService:
                     best = inc
         return best
 
-    def _new_incident(self, w: Warning, now: float) -> Incident:
+    def _free_incident_id(self, cur: Cursor, w: Warning) -> str:
+        """``incident_id(w.id)``, or its next numbered variant when that incident has ended.
+
+        A fused warning keeps its id while its situation lasts, so after an operator closed (or
+        called a false alarm on) its incident, a new source joining the situation opens a new
+        incident: it must not collide with the ended one. Deterministic given the store, so a
+        replay after a crash picks the same id.
+        """
+        inc_id, n = incident_id(w.id), 1
+        while cur.execute("SELECT 1 FROM incidents WHERE id = ?", (inc_id,)).fetchone() is not None:
+            n += 1
+            inc_id = incident_id(f"{w.id}#{n}")
+        return inc_id
+
+    def _new_incident(self, w: Warning, now: float, inc_id: str) -> Incident:
         grid = self.city.areas.get(w.grid)
         return Incident(
-            id=incident_id(w.id), event=w.event, category=EVENT_CAP_CATEGORY.get(w.event, "Other"),
+            id=inc_id, event=w.event, category=EVENT_CAP_CATEGORY.get(w.event, "Other"),
             severity=w.severity, urgency=w.urgency, certainty=w.certainty, state="new", area=w.grid,
             district=w.district or self.city.district_of(w.grid), location=tuple(w.location), started_at=w.started_at,
             detected_at=now, updated_at=now, title=f"{w.event.replace('_', ' ').title()} in {grid.name if grid else w.grid}",

@@ -279,3 +279,17 @@ def test_flapping_is_detected(svc):
         svc.clock.advance(60)
     assert "(flapping)" not in titles[1] and "(flapping)" in titles[2]
     assert svc.get(inc.id).history[1].action == "flapping"
+
+
+def test_situation_that_outlives_its_closed_incident_opens_a_new_one(svc):
+    """A fused warning keeps its id while its situation lasts: after a false alarm, a new source
+    joining the same situation must open a second incident, not collide with the ended one."""
+    first = svc.handle_warning(warning())
+    svc.act(first.id, "false_alarm", "alice")
+    joined = warning(source="wl-0002", value=4.6)  # same warning id, one more source
+    second = svc.handle_warning(joined)
+    assert second is not None and second.id != first.id and second.state == "new"
+    assert svc.get(first.id).state == "false_alarm"
+    assert [i.id for i in svc.list_incidents("open")] == [second.id]
+    assert svc.handle_warning(joined) is None  # a redelivery changes nothing
+    assert {i.id for i in svc.list_incidents("all")} == {first.id, second.id}
