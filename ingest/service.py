@@ -63,6 +63,9 @@ class Stats:
         self.kafka_error = ""  # set while Kafka refuses records: MQTT messages wait unacknowledged
         self.mqtt_error = ""  # set while the MQTT broker is out of reach (paho keeps reconnecting)
         self.series_dropped = 0  # readings not written to the time-series store (it fell behind)
+        self.acknowledged = 0  # MQTT messages acknowledged (their records were in Kafka first)
+        self.first_received_at = 0.0  # when the first message arrived (epoch seconds)
+        self.acknowledged_at = 0.0  # when the latest acknowledgement was sent
 
     def reject(self, dl: DeadLetter, payload: bytes) -> None:
         self.rejected += 1
@@ -81,6 +84,8 @@ class Stats:
         errors = {k: v for k, v in (("kafka_error", self.kafka_error), ("mqtt_error", self.mqtt_error)) if v}
         state = {"state": "degraded", **errors} if errors else {"state": "up"}
         return {**state, "series_dropped": self.series_dropped, "accepted": self.accepted, "rejected": self.rejected, "duplicates": self.duplicates,
+                "acknowledged": self.acknowledged, "first_received_at": self.first_received_at,
+                "acknowledged_at": self.acknowledged_at,
                 "rejected_by_reason": dict(self.by_reason), "rejected_by_device": dict(self.by_device.most_common(50)),
                 "rate": round(rate, 1), "recent_rejects": list(self.recent)}
 
@@ -218,6 +223,8 @@ class Ingest:
         units: list[UnitStatus] = []
         dead: list[tuple[DeadLetter, bytes]] = []
         rows = []
+        if not self.stats.first_received_at:
+            self.stats.first_received_at = items[0][4]
         for _mid, _qos, topic, payload, received in items:
             try:
                 parsed = self.edge.parse(topic, payload)
@@ -275,6 +282,8 @@ class Ingest:
         for mid, qos, *_ in items:
             if qos == 2:
                 self.client.ack(mid, qos)
+        self.stats.acknowledged += len(items)
+        self.stats.acknowledged_at = time.time()
         if rows:
             try:
                 self.series_queue.put_nowait(rows)
