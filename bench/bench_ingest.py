@@ -32,8 +32,16 @@ from citybrain.settings import BUNDLED_CITY, Settings  # noqa: E402
 from ingest.burst_client import BurstClient  # noqa: E402
 
 
-def bare_subscriber(port: int, n: int, raw: bool = True, burst: bool = False) -> float:
-    """Messages/s of a subscriber that only counts: stock paho, or (``burst``) ingest's client."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bare_subscriber(port: int, n: int, raw: bool = True, burst: bool = False) -> tuple[float, float]:
+    """(messages/s, CPU us per message) of a subscriber that only counts: stock paho, or
+    (``burst``) ingest's client. CPU per message is the bench process's (the publishers are
+    processes of their own): less sensitive to a busy machine than the rate."""
     import paho.mqtt.client as mqtt
 
     got, done, first = [0], threading.Event(), [0.0]
@@ -56,19 +64,21 @@ def bare_subscriber(port: int, n: int, raw: bool = True, burst: bool = False) ->
     c.loop_start()
     time.sleep(0.5)
     th = threading.Thread(target=publish_load, args=(port, DEVICES, n), kwargs={"raw": raw})
+    cpu0 = cpu_seconds(os.getpid())
     th.start()
     done.wait(600)
     elapsed = time.perf_counter() - first[0]
+    cpu = cpu_seconds(os.getpid()) - cpu0
     th.join()
     c.loop_stop()
     c.disconnect()
-    return got[0] / elapsed
+    return got[0] / elapsed, cpu / got[0] * 1e6
 
 
-def ingest_run(b: Brokers, n: int, processes: int = 1, raw: bool = True) -> tuple[float, float, dict]:
+def ingest_run(b: Brokers, n: int, processes: int = 1, raw: bool = True) -> tuple[float, float, float, dict]:
     """Rate of ``processes`` ingest processes sharing the feed ($share subscription).
 
-    Returns (acknowledged rate, parsed rate, stats). The acknowledged rate is the figure: n
+    Returns (acknowledged rate, parsed rate, CPU us per message of the ingest processes, stats). The acknowledged rate is the figure: n
     messages / (last MQTT ack, sent after Kafka's ack, - first message received), both times
     recorded by ingest. The parsed rate is how this benchmark measured before 2026-12-02 (parsed
     count polled from the stats file, which is written once a second), kept for comparison."""
@@ -86,6 +96,7 @@ def ingest_run(b: Brokers, n: int, processes: int = 1, raw: bool = True) -> tupl
         time.sleep(0.1)
     time.sleep(1)
     th = threading.Thread(target=publish_load, args=(b.mqtt_port, DEVICES, n), kwargs={"raw": raw})
+    cpu0 = sum(cpu_seconds(p.pid) for p in procs)
     th.start()
     first, parsed_rate = None, None
     while True:
@@ -96,6 +107,7 @@ def ingest_run(b: Brokers, n: int, processes: int = 1, raw: bool = True) -> tupl
         if parsed_rate is None and done >= n:
             parsed_rate = (n - first[1]) / (time.perf_counter() - first[0])
         if sum(st["acknowledged"] for st in sts) >= n:
+            cpu = sum(cpu_seconds(p.pid) for p in procs) - cpu0
             break
         time.sleep(0.05)
     start = min(st["first_received_at"] for st in sts if st["first_received_at"])
@@ -106,7 +118,7 @@ def ingest_run(b: Brokers, n: int, processes: int = 1, raw: bool = True) -> tupl
         p.wait(30)
     merged = {"accepted": sum(st["accepted"] for st in sts), "rejected": sum(st["rejected"] for st in sts),
               "rejected_by_reason": {}}
-    return acked_rate, parsed_rate, merged
+    return acked_rate, parsed_rate, cpu / n * 1e6, merged
 
 
 city = load_city(BUNDLED_CITY)
@@ -122,11 +134,11 @@ def main() -> None:
     a = ap.parse_args()
     raw = a.publishers == "raw"
     with Brokers() as b:
-        base = bare_subscriber(b.mqtt_port, a.messages, raw)
+        base, base_cpu = bare_subscriber(b.mqtt_port, a.messages, raw)
     with Brokers() as b:
-        burst = bare_subscriber(b.mqtt_port, a.messages, raw, burst=True)
+        burst, burst_cpu = bare_subscriber(b.mqtt_port, a.messages, raw, burst=True)
     with Brokers() as b:
-        rate, parsed, st = ingest_run(b, a.messages, a.processes, raw)
+        rate, parsed, cpu, st = ingest_run(b, a.messages, a.processes, raw)
     print(f"messages: {a.messages} SenML packs, QoS 1, 2 {a.publishers} publisher processes, {os.cpu_count()} cores")
     print(f"bare stock paho subscriber (ceiling): {base:,.0f} msg/s")
     print(f"bare BurstClient subscriber (ingest's paho subclass, counting only): {burst:,.0f} msg/s")
@@ -134,6 +146,8 @@ def main() -> None:
           f"  (parsed-count method used before 2026-12-02: {parsed:,.0f})")
     print(f"ratio ingest / bare stock paho: {rate / base:.2f}")
     print(f"ratio ingest / bare BurstClient: {rate / burst:.2f}")
+    print(f"CPU per message: bare stock paho {base_cpu:.1f} us, bare BurstClient {burst_cpu:.1f} us, "
+          f"ingest x{a.processes} {cpu:.1f} us (all its threads)")
     print(f"accepted {st['accepted']}, rejected {st['rejected']} {st['rejected_by_reason']}")
 
 

@@ -103,14 +103,17 @@ class BurstClient(mqtt.Client):
 
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
         """Every complete packet of the buffer (at least one read); returns with it empty, so the
-        next ``select()`` sees exactly what the socket still holds."""
+        next ``select()`` sees exactly what the socket still holds.
+
+        (paho's reader also answers "again" after 100 reads of one large packet even when the
+        buffer holds the rest: reading goes on then, as nothing would wake the thread for it.)"""
         while True:
             if self._sock is None:
                 return MQTTErrorCode.MQTT_ERR_NO_CONN
             rc = self._packet_read()
             if rc > 0:
                 return self._loop_rc_handle(rc)
-            if rc == MQTTErrorCode.MQTT_ERR_AGAIN or not self._buffered():
+            if not self._buffered():
                 return MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def _handle_publish(self) -> MQTTErrorCode:

@@ -86,6 +86,9 @@ def test_it_receives_what_stock_paho_publishes(broker_settings):
                  (f"{base}/qos0", b"at most once", 0, None),
                  (f"{base}/empty", b"", 1, None),
                  (f"{base}/props", b"with properties", 1, props)]
+    if v5:  # more than paho's 100 reads for one packet, then small ones behind it
+        messages += [(f"{base}/huge", b"h" * (101 * READ_SIZE + 5), 1, None)]
+        messages += [(f"{base}/after", str(k).encode(), 1, None) for k in range(20)]
     rx = Receiver(s, f"burst-rx-{uuid.uuid4().hex[:8]}", f"{base}/#")
     try:
         _publish_all(s, messages)
