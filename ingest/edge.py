@@ -55,6 +55,8 @@ class RecentIds:
 class Parsed:
     records: tuple[Record, ...]
     duplicates: int = 0
+    #: the readings' ``Reading.id`` in record order (sensor packs), computed once for de-duplication
+    ids: tuple[str, ...] = ()
 
 
 class Edge:
@@ -124,6 +126,7 @@ class Edge:
         except RejectedMessage as e:
             raise RejectedMessage(e.reason, e.detail, ident) from None
         out: list[Record] = []
+        ids: list[str] = []
         dups = 0
         prefix = ident + ":"
         for r in resolved:
@@ -143,13 +146,15 @@ class Edge:
                 raise RejectedMessage("non_numeric_value", f"{ident!r} needs a numeric 'v'", ident)
             t = self._time(r["t"], ident)
             reading = Reading(device=ident, name=quantity, t=t, value=r["v"], unit=dev.unit, grid=dev.area)
-            if self.recent.seen(reading.id):
+            rid = reading.id
+            if self.recent.seen(rid):
                 dups += 1
                 continue
             out.append(reading)
+            ids.append(rid)
         if not out:
             raise RejectedMessage("duplicate", f"every reading of {ident!r} was already received", ident)
-        return Parsed(tuple(out), dups)
+        return Parsed(tuple(out), dups, tuple(ids))
 
     # ------------------------------------------------------------------ cameras
 

@@ -13,6 +13,9 @@ from citybrain.exceptions import RejectedMessage
 
 RELATIVE_LIMIT = 2**28
 _KNOWN = frozenset({"bn", "bt", "bu", "bv", "bs", "bver", "n", "u", "v", "vs", "vb", "vd", "s", "t", "ut"})
+_RECORD_FIELDS = frozenset({"n", "v", "vs", "vb", "vd", "s", "t", "u"})  # a record of more than base fields
+_VALUE_FIELDS = ("v", "vs", "vb", "vd")
+_RESOLVED_VALUES = frozenset({"v", "vs", "vb", "vd", "s"})
 _NUM = (int, float)
 
 
@@ -55,10 +58,12 @@ def resolve_senml(pack: Any, now: float) -> list[dict]:
             bv = _num(rec, "bv") or 0.0
         if "bs" in rec:
             bs = _num(rec, "bs") or 0.0
-        must_understand = [k for k in rec if isinstance(k, str) and k.endswith("_")]
-        if must_understand:
-            raise RejectedMessage("bad_senml", f"record {i} has must-understand fields {must_understand}")
-        if not any(k in rec for k in ("n", "v", "vs", "vb", "vd", "s", "t", "u")):
+        extra = rec.keys() - _KNOWN  # extensions (no known field ends with "_")
+        if extra:
+            must_understand = [k for k in rec if k in extra and isinstance(k, str) and k.endswith("_")]
+            if must_understand:
+                raise RejectedMessage("bad_senml", f"record {i} has must-understand fields {must_understand}")
+        if rec.keys().isdisjoint(_RECORD_FIELDS):
             continue  # a record of base fields only (RFC 8428 example 9)
         name = bn + (_str(rec, "n") or "")
         if not name:
@@ -66,13 +71,13 @@ def resolve_senml(pack: Any, now: float) -> list[dict]:
         t = bt + (_num(rec, "t", 0.0) or 0.0)
         if t < RELATIVE_LIMIT:
             t = now + t
-        r: dict = {k: v for k, v in rec.items() if k not in _KNOWN}  # extensions such as "l"
+        r: dict = {k: v for k, v in rec.items() if k in extra} if extra else {}  # extensions such as "l"
         r["n"] = name
         u = _str(rec, "u") if "u" in rec else bu
         if u is not None:
             r["u"] = u
         r["t"] = t
-        values = [k for k in ("v", "vs", "vb", "vd") if k in rec]
+        values = [k for k in _VALUE_FIELDS if k in rec]
         if len(values) > 1:
             raise RejectedMessage("bad_senml", f"record {i} has more than one value field: {values}")
         if "v" in rec:
@@ -89,7 +94,7 @@ def resolve_senml(pack: Any, now: float) -> list[dict]:
             r["vd"] = _str(rec, "vd")
         if "s" in rec:
             r["s"] = bs + _num(rec, "s")  # type: ignore[operator]
-        if not any(k in r for k in ("v", "vs", "vb", "vd", "s")):
+        if r.keys().isdisjoint(_RESOLVED_VALUES):
             raise RejectedMessage("bad_senml", f"record {i} ({name}) has no value")
         out.append(r)
     if not out:

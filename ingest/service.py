@@ -104,6 +104,7 @@ class Ingest:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.series_queue: asyncio.Queue = asyncio.Queue(maxsize=SERIES_BACKLOG)
         self._resend = asyncio.Lock()  # one batch re-sends at a time
+        self._partition_of: dict[str, int] = {}  # grid -> Kafka partition, computed once per grid
         self.stopping = asyncio.Event()
         self.client = mqtt.make_client(settings, settings.ingest_client_id, clean_start=False, manual_ack=True,
                                        client_class=BurstClient)
@@ -217,7 +218,7 @@ class Ingest:
 
     def _prepare(self, items: list[tuple]) -> tuple[list[tuple], list[tuple], list, list]:
         """Parse and validate a batch into Kafka records: (items, sends, dead letters, series rows)."""
-        P = self.settings.partitions
+        P, partitions = self.settings.partitions, self._partition_of
         cols: dict[int, dict[str, list]] = defaultdict(lambda: defaultdict(list))
         events: dict[int, list[dict]] = defaultdict(list)
         units: list[UnitStatus] = []
@@ -239,15 +240,19 @@ class Ingest:
                 continue  # citybrain's own output seen on the shared broker
             self.stats.accepted += 1
             self.stats.duplicates += parsed.duplicates
-            for r in parsed.records:
+            ids = parsed.ids
+            for i, r in enumerate(parsed.records):
                 if isinstance(r, Reading):
-                    c = cols[partition_for(r.grid, P)]
+                    p = partitions.get(r.grid)
+                    if p is None:
+                        p = partitions[r.grid] = partition_for(r.grid, P)
+                    c = cols[p]
                     c["device"].append(r.device)
                     c["name"].append(r.name)
                     c["grid"].append(r.grid)
                     c["t"].append(r.t)
                     c["value"].append(r.value)
-                    c["ids"].append(r.id)
+                    c["ids"].append(ids[i] if ids else r.id)
                     rows.append((r.device, r.name, r.t, r.value))
                 elif isinstance(r, (CameraEvent, CameraCount, Presence)):
                     events[partition_for(r.grid, P)].append(r.to_dict())
