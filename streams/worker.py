@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 import faust
+from faust.transport.drivers import aiokafka as faust_kafka
 
 from citybrain.city import load_city
 from citybrain.health import write_stats
@@ -33,6 +34,26 @@ log = logging.getLogger(__name__)
 STATE_TOPIC = "streams-state"
 #: wall seconds between checkpoints of a partition's learned state (episode changes go at once)
 CHECKPOINT_S = 5.0
+
+
+#: how long the broker may hold a fetch when nothing new is there. Faust hard-codes 1500 ms, and
+#: tansu answers a waiting fetch at that deadline rather than when a record arrives, so a batch
+#: that landed just after a fetch went out waited up to 1.5 s (see docs/BENCHMARKS.md, whole system)
+FETCH_WAIT_MS = 20
+
+
+class _PromptFetchThread(faust_kafka.AIOKafkaConsumerThread):
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = FETCH_WAIT_MS  # read by aiokafka's fetcher when it starts
+        return consumer
+
+
+class _PromptFetchConsumer(faust_kafka.Consumer):
+    """Faust's aiokafka consumer with :data:`FETCH_WAIT_MS` instead of its fixed 1500 ms."""
+
+    def _new_consumer_thread(self) -> _PromptFetchThread:
+        return _PromptFetchThread(self, loop=self.loop, beacon=self.beacon)
 
 
 def app_id(settings: Settings) -> str:
@@ -82,7 +103,12 @@ def build_app(settings: Settings, core: StreamCore) -> faust.App:
         broker_rebalance_timeout=10.0, broker_commit_every=1000, broker_commit_interval=1.0,
         stream_wait_empty=False, table_standby_replicas=0, producer_linger_ms=5,
         consumer_max_fetch_size=16 << 20, broker_max_poll_records=None,
+        # a full checkpoint is ~500 records of ~8 KB to one partition: in aiokafka's 16 KB batches
+        # each send waited for the batch before it to go out, blocking the agent ~110 ms per
+        # checkpoint on an idle tansu (8 MB batches: ~4 ms), more under load
+        producer_max_batch_size=8 << 20, producer_max_request_size=8 << 20,
     )
+    app.transport.Consumer = _PromptFetchConsumer
     signals = app.topic(settings.topic("signals"), key_serializer="raw", value_serializer="raw",
                         partitions=settings.partitions)
     warnings = app.topic(settings.topic("warnings"), key_serializer="raw", value_serializer="raw")
