@@ -24,6 +24,14 @@ def _nab_score(args: argparse.Namespace, settings: Settings) -> int:
     for profile, row in scoring.report(args.results, args.data).items():
         cats = "  ".join(f"{k}={v:.1f}" for k, v in row.items() if k not in ("threshold", "all"))
         print(f"{profile:14s} score={row['all']:.1f} (threshold {row['threshold']:.3f})  {cats}")
+    if args.cross_validate:
+        from streams.nab import crossval
+
+        print("held out (threshold chosen on the other files / categories):")
+        for profile, cv in crossval.report(args.results, args.data).items():
+            cats = "  ".join(f"{k}={v:.1f}" for k, v in cv["category"].groups.items())
+            print(f"{profile:14s} leave-one-file-out={cv['file'].score:.1f}  "
+                  f"leave-one-category-out={cv['category'].score:.1f}  {cats}")
     return 0
 
 
@@ -35,4 +43,6 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     s = sub.add_parser("nab-score", help="NAB score of a results dir, by profile and category")
     s.add_argument("--results", type=Path, required=True)
     s.add_argument("--data", type=Path, default=NAB_DATA, help="NAB data dir; labels from ../combined_windows.json")
+    s.add_argument("--cross-validate", action="store_true",
+                   help="also the held-out scores: threshold chosen without the scored file / category")
     s.set_defaults(handler=_nab_score)

@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 
 from streams import cli
-from streams.nab import runner, scoring
-from streams.nab.detector import NabDetector
+from streams.detectors.baseline import SeasonalBaseline
+from streams.detectors.likelihood import AnomalyLikelihood
+from streams.nab import crossval, runner, scoring
+from streams.nab.detector import KnownExpectationBaseline, NabDetector, NabKnobs
 from tests.conftest import SHARED
 
 NAB = SHARED / "data" / "nab"
@@ -85,6 +87,75 @@ def test_detector_reports_a_spike_once_and_stays_quiet_on_its_noise():
     assert 0.4 <= scores[hits[0]] <= 1.0
 
 
+def test_nab_hot_path_learns_the_same_numbers_as_the_stream_detectors():
+    """NAB mode's fused steps (baseline learning from the looked-up expectation, likelihood
+    score-and-learn in one pass) must not drift from the stream's own classes."""
+    rng = np.random.default_rng(5)
+    ts = np.cumsum(rng.uniform(60, 900, 4000))
+    xs = 20 + 5 * np.sin(ts / 86400 * 2 * np.pi) + rng.normal(0, 1, 4000)
+    plain, fused = SeasonalBaseline(), KnownExpectationBaseline()
+    for t, x in zip(ts.tolist(), xs.tolist()):
+        plain.learn_one(t, x)
+        fused.learn_expected(t, x, fused.expected(t))
+    assert fused.state() == plain.state()
+    a, b = AnomalyLikelihood(long=50, learn_n=20), AnomalyLikelihood(long=50, learn_n=20)
+    raws = np.clip(rng.normal(0.1, 0.05, 400), 0, 1).tolist() + [0.9] * 5
+    two_steps = []
+    for r in raws:
+        two_steps.append(a.score_one(r))
+        a.learn_one(r)
+    assert [b.score_learn_one(r) for r in raws] == two_steps and max(two_steps) > 0.999
+
+
+def _reports(knobs, xs):
+    det = NabDetector(knobs)
+    return [i for i, x in enumerate(xs) if det.score_learn_one(300.0 * i, x) > 0]
+
+
+def test_joint_evidence_reports_a_modest_step_sooner_without_more_noise_alarms():
+    """Adding the two views' evidence catches what both see a little (a modest step) sooner than
+    the larger view alone at the same gate, and alarms on pure noise no more than the previous
+    detector (``either`` at gate 0.4)."""
+    joint, either, previous = NabKnobs(), NabKnobs(combine="either"), NabKnobs(combine="either", gate=0.4)
+    noise_alarms = {"joint": 0, "previous": 0}
+    sooner = 0
+    for seed in range(5):
+        xs = np.random.default_rng(seed).normal(50, 1, 3000)
+        noise_alarms["joint"] += len(_reports(joint, xs))
+        noise_alarms["previous"] += len(_reports(previous, xs))
+        xs[2500:2520] += 3.5
+        first_joint = next(i for i in _reports(joint, xs) if i >= 2400)
+        first_either = next((i for i in _reports(either, xs) if i >= 2400), 10**9)
+        assert 2500 <= first_joint <= 2520 and first_joint <= first_either
+        sooner += first_joint < first_either
+    assert sooner >= 2 and noise_alarms["joint"] <= noise_alarms["previous"]
+    with pytest.raises(ValueError):
+        NabDetector(NabKnobs(combine="mean"))
+
+
+def test_held_out_threshold_is_chosen_without_the_scored_file():
+    """Two files that want different thresholds: in-sample one threshold serves both, held out
+    each file is scored with the threshold the other one prefers."""
+    a = scoring.Series("x/a.csv", np.array([0, 0, 0, 0.9, 0, 0, 0, 0, 0, 0.5]), ((8, 9),), 0)
+    b = scoring.Series("y/b.csv", np.array([0, 0, 0, 0, 0, 0, 0, 0, 0.8, 0]), ((7, 9),), 0)
+    thr = scoring.best_threshold([a, b], STD)
+    in_sample = scoring.normalised([a, b], thr, STD)[1]
+    out = crossval.nested({"one": [a, b]}, crossval.by_file)
+    assert out.score < in_sample
+    # leaving a out, b alone wants a threshold above a's 0.5 window hit: a's window is missed
+    assert out.raw["x/a.csv"] == pytest.approx(scoring.file_score(a, 0.8, STD))
+    assert set(out.groups) == {"x/a.csv", "y/b.csv"}
+
+
+def test_nested_choice_picks_the_setting_best_on_the_other_groups():
+    hit = scoring.Series("c/f.csv", np.array([0, 0, 0, 1.0, 0]), ((3, 4),), 0)
+    miss = scoring.Series("c/f.csv", np.zeros(5), ((3, 4),), 0)
+    hit2 = scoring.Series("d/g.csv", np.array([0, 0, 1.0, 0, 0]), ((2, 4),), 0)
+    miss2 = scoring.Series("d/g.csv", np.zeros(5), ((2, 4),), 0)
+    out = crossval.nested({"good": [hit, hit2], "bad": [miss, miss2]}, crossval.category)
+    assert out.picks == {"c": "good", "d": "good"} and out.score == pytest.approx(100.0)
+
+
 def test_runner_writes_nab_format_and_scores_a_real_file(tmp_path):
     data = tmp_path / "data"
     for rel in ("realTraffic/speed_7578.csv", "artificialNoAnomaly/art_daily_small_noise.csv"):
@@ -115,7 +186,9 @@ def test_commands_register_and_run(tmp_path, capsys):
     (tmp_path / "combined_windows.json").write_text((NAB / "combined_windows.json").read_text())
     args = ap.parse_args(["nab", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "res")])
     assert args.handler(args, None) == 0
-    args = ap.parse_args(["nab-score", "--results", str(tmp_path / "res"), "--data", str(tmp_path / "data")])
+    args = ap.parse_args(["nab-score", "--results", str(tmp_path / "res"), "--data", str(tmp_path / "data"),
+                          "--cross-validate"])
     assert args.handler(args, None) == 0
     out = capsys.readouterr().out
     assert "standard" in out and "realTraffic=" in out
+    assert "leave-one-file-out=" in out and "leave-one-category-out=" in out

@@ -47,18 +47,30 @@ class AnomalyLikelihood:
 
     def score_one(self, raw: float) -> float:
         """Likelihood in [0, 1) that the recent raw scores are unusual (0 during warm-up)."""
+        return self._likelihood(self._average(raw))
+
+    def score_learn_one(self, raw: float) -> float:
+        """``score_one`` then ``learn_one`` with one moving average (NAB mode's hot path)."""
+        avg = self._average(raw)
+        likelihood = self._likelihood(avg)
+        self._learn_average(raw, avg)
+        return likelihood
+
+    def _likelihood(self, avg: float) -> float:
         k = len(self.history)
         if self.n < self.learn_n or k < 2:
             return 0.0
-        avg = self._average(raw)
-        mean = max(self.h_sum / k, MIN_MEAN)
-        var = max(self.h_sq / k - (self.h_sum / k) ** 2, MIN_VAR)
+        mean = self.h_sum / k
+        var = max(self.h_sq / k - mean * mean, MIN_VAR)
+        mean = max(mean, MIN_MEAN)
         if avg <= mean:
             return 0.0
         return 1.0 - 0.5 * math.erfc((avg - mean) / math.sqrt(2.0 * var))
 
     def learn_one(self, raw: float) -> None:
-        avg = self._average(raw)
+        self._learn_average(raw, self._average(raw))
+
+    def _learn_average(self, raw: float, avg: float) -> None:
         if len(self.recent) == self.short:
             self.recent_sum -= self.recent[0]
         self.recent.append(raw)

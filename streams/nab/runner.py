@@ -11,7 +11,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from streams.nab.detector import NAME, NabDetector
+from streams.nab.detector import NAME, NabDetector, NabKnobs
 
 
 def read_series(path: Path) -> tuple[list[str], list[float], list[float]]:
@@ -24,8 +24,8 @@ def read_series(path: Path) -> tuple[list[str], list[float], list[float]]:
     return stamps, ts, vs
 
 
-def score_series(ts: list[float], vs: list[float]) -> list[float]:
-    det = NabDetector()
+def score_series(ts: list[float], vs: list[float], knobs: NabKnobs = NabKnobs()) -> list[float]:
+    det = NabDetector(knobs)
     return [det.score_learn_one(t, v) for t, v in zip(ts, vs)]
 
 

@@ -77,9 +77,13 @@ def file_score(s: Series, threshold: float, p: Profile) -> float:
 def normalised(series: list[Series], threshold: float, p: Profile) -> tuple[float, float]:
     """(raw total, normalised score) of a set of files at a threshold."""
     raw = sum(file_score(s, threshold, p) for s in series)
-    n_windows = sum(len(s.windows) for s in series)
+    return raw, normalise(raw, sum(len(s.windows) for s in series), p)
+
+
+def normalise(raw: float, n_windows: int, p: Profile) -> float:
+    """NAB's normalisation of a raw total over files holding ``n_windows`` windows."""
     null, perfect = -p.fn * n_windows, p.tp * n_windows
-    return raw, 100.0 * (raw - null) / (perfect - null) if perfect != null else 0.0
+    return 100.0 * (raw - null) / (perfect - null) if perfect != null else 0.0
 
 
 def best_threshold(series: list[Series], p: Profile) -> float:
@@ -94,12 +98,7 @@ def best_threshold(series: list[Series], p: Profile) -> float:
 
 
 def load(results: Path, data: Path, labels: Path | None = None) -> list[Series]:
-    label_file = labels or data.parent / "combined_windows.json"
-    try:
-        windows = json.loads(label_file.read_text())
-    except (OSError, ValueError) as e:
-        raise CitybrainError(f"cannot read the NAB labels {label_file} ({e}); --data must be the NAB data "
-                             "directory, next to combined_windows.json") from None
+    windows = read_labels(labels or data.parent / "combined_windows.json")
     out = []
     for key, wins in sorted(windows.items()):
         cat, fname = key.split("/")
@@ -111,17 +110,30 @@ def load(results: Path, data: Path, labels: Path | None = None) -> list[Series]:
             for row in csv.DictReader(fh):
                 stamps.append(row["timestamp"])
                 scores.append(float(row["anomaly_score"]))
-        index = {datetime.fromisoformat(t): i for i, t in enumerate(stamps)}
-        rows = sorted(index)
-        spans = []
-        for a, b in wins:
-            ta, tb = datetime.fromisoformat(a), datetime.fromisoformat(b)
-            inside = [index[t] for t in rows if ta <= t <= tb]
-            if inside:
-                spans.append((min(inside), max(inside)))
-        n = len(scores)
-        out.append(Series(key, np.asarray(scores), tuple(spans), min(int(0.15 * n), 750)))
+        out.append(scored(key, stamps, scores, wins))
     return out
+
+
+def read_labels(label_file: Path) -> dict[str, list[list[str]]]:
+    try:
+        return json.loads(label_file.read_text())
+    except (OSError, ValueError) as e:
+        raise CitybrainError(f"cannot read the NAB labels {label_file} ({e}); --data must be the NAB data "
+                             "directory, next to combined_windows.json") from None
+
+
+def scored(key: str, stamps: list[str], scores: list[float], wins: list[list[str]]) -> Series:
+    """One file's scores with its labelled windows (timestamps) turned into row ranges."""
+    index = {datetime.fromisoformat(t): i for i, t in enumerate(stamps)}
+    rows = sorted(index)
+    spans = []
+    for a, b in wins:
+        ta, tb = datetime.fromisoformat(a), datetime.fromisoformat(b)
+        inside = [index[t] for t in rows if ta <= t <= tb]
+        if inside:
+            spans.append((min(inside), max(inside)))
+    n = len(scores)
+    return Series(key, np.asarray(scores), tuple(spans), min(int(0.15 * n), 750))
 
 
 def report(results: Path, data: Path) -> dict[str, dict[str, float]]:

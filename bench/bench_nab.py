@@ -1,0 +1,93 @@
+"""NAB on the development subset, honestly: in-sample, held-out and over a grid of knob settings.
+
+One process, in memory (no results files). Prints, for the detector's defaults and, as the
+baseline in the same run, the previous detector (``combine="either"``, gate 0.4):
+
+- the in-sample score per profile and category (threshold optimised on all files, as NAB does);
+- held-out threshold choice: leave-one-file-out and leave-one-category-out;
+- over a small grid of knob settings (gate x cooldown x history): each setting's in-sample
+  standard score, their median / min / max (how much the score hangs on the knobs), and the
+  nested held-out score (setting *and* threshold chosen without the scored file / category);
+- NAB-mode throughput (points/s of the detector alone, defaults vs baseline).
+
+Usage: flock /tmp/cb-bench.lock .venv/bin/python bench/bench_nab.py [--data DIR] [--no-grid]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from streams.nab import crossval
+from streams.nab.detector import NabKnobs
+from streams.nab.scoring import PROFILES, best_threshold, normalised
+
+GATES, COOLDOWNS, HISTORIES = (0.4, 0.5, 0.6), (50, 100, 200), (300, 500, 1000)
+BASELINE = NabKnobs(gate=0.4, combine="either")
+
+
+def in_sample(series) -> str:
+    cells = []
+    for p in PROFILES:
+        thr = best_threshold(series, p)
+        cats = {c: [s for s in series if crossval.category(s) == c] for c in sorted({crossval.category(s) for s in series})}
+        by_cat = " ".join(f"{c}={normalised(v, thr, p)[1]:.1f}" for c, v in cats.items() if any(s.windows for s in v))
+        cells.append(f"{p.name} {normalised(series, thr, p)[1]:.1f} ({by_cat})")
+    return "; ".join(cells)
+
+
+def held_out(settings) -> str:
+    cells = []
+    for p in PROFILES:
+        f = crossval.nested(settings, crossval.by_file, p)
+        c = crossval.nested(settings, crossval.category, p)
+        cats = " ".join(f"{k}={v:.1f}" for k, v in c.groups.items())
+        cells.append(f"{p.name}: file-out {f.score:.1f}, category-out {c.score:.1f} ({cats})")
+    return "; ".join(cells)
+
+
+def name(k: NabKnobs) -> str:
+    return f"{k.combine} gate={k.gate} cooldown={k.cooldown} history={k.history}"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", type=Path, default=Path("/work/shared/data/nab/data"))
+    ap.add_argument("--no-grid", action="store_true", help="only the defaults and the baseline")
+    a = ap.parse_args()
+    files = crossval.read_labelled(a.data)
+    points = sum(len(f.vs) for f in files)
+    print(f"{len(files)} files, {points} points, {sum(len(f.windows) for f in files)} windows")
+    for label, knobs in (("defaults", NabKnobs()), ("baseline (previous detector)", BASELINE)):
+        t0 = time.perf_counter()
+        series = crossval.score_labelled(files, knobs)
+        pps = points / (time.perf_counter() - t0)
+        print(f"\n{label}: {name(knobs)}; {pps:,.0f} points/s (incl. building the score arrays)")
+        print("  in-sample:", in_sample(series))
+        print("  held-out threshold:", held_out({name(knobs): series}))
+    if a.no_grid:
+        return 0
+    for combine in ("joint", "either"):
+        grid = {}
+        std = PROFILES[0]
+        for gate, cooldown, history in itertools.product(GATES, COOLDOWNS, HISTORIES):
+            k = NabKnobs(gate=gate, cooldown=cooldown, history=history, combine=combine)
+            series = crossval.score_labelled(files, k)
+            grid[name(k)] = series
+            print(f"  {name(k)}: standard {normalised(series, best_threshold(series, std), std)[1]:.1f}", flush=True)
+        scores = [normalised(s, best_threshold(s, std), std)[1] for s in grid.values()]
+        f = crossval.nested(grid, crossval.by_file)
+        c = crossval.nested(grid, crossval.category)
+        print(f"{combine}, {len(grid)} settings: in-sample standard median {statistics.median(scores):.1f}, "
+              f"min {min(scores):.1f}, max {max(scores):.1f}; nested held-out standard: file-out {f.score:.1f}, "
+              f"category-out {c.score:.1f} ({' '.join(f'{k}={v:.1f}' for k, v in c.groups.items())}); "
+              f"category-out picks: {sorted(set(c.picks.values()))}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
