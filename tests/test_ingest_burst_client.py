@@ -11,6 +11,10 @@ import uuid
 
 import paho.mqtt.client as paho
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from paho.mqtt import _packet as paho_packet
+from paho.mqtt.enums import MQTTProtocolVersion
 from paho.mqtt.exception import MalformedPacket
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -168,6 +172,21 @@ def test_decode_publish_matches_the_wire_format_and_refuses_malformed_packets():
                     (_publish_body(b"a", 1, b"\xff\xff\xff\xff\x01", b""), True)]:  # 5-byte length
         with pytest.raises(MalformedPacket):
             decode_publish(0x32, bad, v5=v5)
+
+
+@given(topic=st.text(min_size=1, max_size=40), mid=st.integers(1, 65535), qos=st.sampled_from([0, 1]),
+       v5=st.booleans(), user=st.lists(st.tuples(st.text(max_size=8), st.text(max_size=8)), max_size=3),
+       payload=st.binary(max_size=300))
+def test_decode_publish_agrees_with_paho(topic, mid, qos, v5, user, payload):
+    props = Properties(PacketTypes.PUBLISH)
+    for pair in user:
+        props.UserProperty = pair
+    t = topic.encode()
+    body = struct.pack("!H", len(t)) + t + (struct.pack("!H", mid) if qos else b"") + (props.pack() if v5 else b"")
+    body += payload
+    header = 0x30 | (qos << 1)
+    ref = paho_packet.decode_publish(header, body, MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311)
+    assert decode_publish(header, body, v5) == (ref.mid, ref.qos, ref.topic.decode(), bytes(ref.payload))
 
 
 def test_a_stock_paho_client_is_what_other_components_get(broker_settings):
