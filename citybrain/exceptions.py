@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 
 class CitybrainError(Exception):
     """Base class of the project's own errors."""
@@ -55,6 +57,19 @@ class StoreUnavailable(CitybrainError):
 
     Callers hold their input and retry: nothing is acknowledged upstream until the store has it.
     """
+
+
+#: OS errors of a disk that is full, read-only or failing (waiting, or an operator, can cure them)
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES})
+#: what SQLite says when its disk, not the SQL, is the problem (full, read-only, gone)
+SQLITE_OUTAGES = ("disk i/o error", "unable to open database", "database or disk is full", "readonly database")
+
+
+def is_sqlite_outage(e: BaseException) -> bool:
+    """A SQLite error that waiting can cure (its disk is full, read-only or gone), not a bug."""
+    import sqlite3
+
+    return isinstance(e, sqlite3.OperationalError) and any(m in str(e).lower() for m in SQLITE_OUTAGES)
 
 
 class BrokerRefused(CitybrainError):

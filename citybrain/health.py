@@ -9,20 +9,42 @@ when the brokers are what failed.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from pathlib import Path
 from typing import Any
 
+log = logging.getLogger(__name__)
+
 STALE_S = 10.0
+_failing: dict[Path, str] = {}  # heartbeat file -> why it cannot be written now (logged once)
 
 
-def write_stats(run_dir: Path, name: str, stats: dict[str, Any]) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    body = {"name": name, "pid": os.getpid(), "t": time.time(), **stats}
-    tmp = run_dir / f".{name}.json.tmp"
-    tmp.write_text(json.dumps(body, default=str))
-    os.replace(tmp, run_dir / f"{name}.json")
+def write_stats(run_dir: Path, name: str, stats: dict[str, Any]) -> bool:
+    """Write the heartbeat; False when the data dir refuses it (full, read-only).
+
+    Never raises for that: a component whose disk is full keeps doing what does not need the
+    disk (the supervisor keeps supervising, the incident service keeps holding its input in
+    Kafka). The cause is logged once, and again when the file can be written again; meanwhile
+    the heartbeat goes stale and ``/api/health`` shows the component down.
+    """
+    target = run_dir / f"{name}.json"
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        body = {"name": name, "pid": os.getpid(), "t": time.time(), **stats}
+        tmp = run_dir / f".{name}.json.tmp"
+        tmp.write_text(json.dumps(body, default=str))
+        os.replace(tmp, target)
+    except OSError as e:
+        why = e.strerror or str(e)
+        if _failing.get(target) != why:
+            log.error("cannot write heartbeat %s: %s; the component runs on, shown down until it can", target, why)
+            _failing[target] = why
+        return False
+    if _failing.pop(target, None):
+        log.warning("heartbeat %s written again", target)
+    return True
 
 
 def read_all(run_dir: Path) -> dict[str, dict[str, Any]]:

@@ -66,6 +66,9 @@ class Settings:
     # Kafka: None means "start the embedded tansu broker on kafka_port"
     kafka_bootstrap: str | None = None
     kafka_port: int = 9092
+    # what the embedded tansu keeps its topics in: memory (gone with the process) or s3://BUCKET/
+    # (durable across a kill; AWS_* variables name the endpoint and credentials)
+    kafka_storage: str = "memory://tansu/"
     partitions: int = 4
     topic_prefix: str = "citybrain"
     # stores

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from citybrain import health, mqtt_auth
-from citybrain.brokers import tansu_command
+from citybrain.brokers import check_kafka_storage, tansu_command
 from citybrain.exceptions import ComponentStartError
 from citybrain.kafka import ensure_topics
 from citybrain.settings import BUNDLED_CITY, Settings
@@ -165,6 +165,7 @@ class Supervisor:
                 port = free_port()
                 log.warning("Kafka port %d is taken; the embedded broker uses %d instead", s.kafka_port, port)
             changes["kafka_port"] = port
+            check_kafka_storage(s.kafka_storage)  # refused here, with the reason, not as a restart loop
         if s.simulate is None:
             changes["simulate"] = Path(s.city_file).resolve() == BUNDLED_CITY.resolve()
         return s.replace(**changes)
@@ -192,8 +193,8 @@ class Supervisor:
         if s.mqtt_url is None:
             self.children.append(Child("mqtt-broker", py + ["mqtt-broker"], port=s.mqtt[1]))
         if s.kafka_bootstrap is None:
-            kafka = Child("kafka-broker", tansu_command(s.kafka_port), port=s.kafka_port)
-            kafka.on_restart.append(self._ensure_topics)  # memory storage comes back empty
+            kafka = Child("kafka-broker", tansu_command(s.kafka_port, storage=s.kafka_storage), port=s.kafka_port)
+            kafka.on_restart.append(self._ensure_topics)  # memory storage comes back empty (s3: a no-op)
             self.children.append(kafka)
         for k in range(s.ingest_processes):  # one feed shared through $share/ (MQTT 5)
             name = "ingest" if k == 0 else f"ingest-{k + 1}"

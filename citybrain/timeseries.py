@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from citybrain.exceptions import DISK_ERRNOS, is_sqlite_outage
 from citybrain.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -26,28 +27,91 @@ Row = tuple[str, str, float, float]  # device, quantity, t, value
 
 
 class SqliteSeries:
-    """Raw readings and per-minute aggregates in one SQLite file; also the reader."""
+    """Raw readings and per-minute aggregates in one SQLite file; also the reader.
 
-    def __init__(self, path: Path, retention_s: float = 7 * 86400) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    A full or read-only disk (or a data dir that cannot be created) is an outage, not a crash:
+    rows wait in a bounded buffer (oldest dropped first, counted) and are written when the disk
+    takes them again; the cause is logged once and ``error`` says it meanwhile.
+    """
+
+    def __init__(self, path: Path, retention_s: float = 7 * 86400, buffer_rows: int = 200_000) -> None:
         self.path = path
         self.retention_s = retention_s
         self._lock = threading.Lock()
-        self.db = sqlite3.connect(path, check_same_thread=False, timeout=30)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript("""
-            CREATE TABLE IF NOT EXISTS raw (device TEXT, name TEXT, t REAL, v REAL);
-            CREATE INDEX IF NOT EXISTS raw_dev_t ON raw (device, t);
-            CREATE TABLE IF NOT EXISTS minute (device TEXT, name TEXT, m INTEGER, n INTEGER, sum REAL,
-                                               min REAL, max REAL, PRIMARY KEY (device, m));
-        """)
+        self.db: sqlite3.Connection | None = None
+        self.buffer: deque[Row] = deque(maxlen=buffer_rows)
+        self.dropped = 0
+        self.error = ""
+        self._next_try = 0.0
         self._last_prune = 0.0
+        with self._lock:
+            self._outage_held(self._open)
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript("""
+                CREATE TABLE IF NOT EXISTS raw (device TEXT, name TEXT, t REAL, v REAL);
+                CREATE INDEX IF NOT EXISTS raw_dev_t ON raw (device, t);
+                CREATE TABLE IF NOT EXISTS minute (device TEXT, name TEXT, m INTEGER, n INTEGER, sum REAL,
+                                                   min REAL, max REAL, PRIMARY KEY (device, m));
+            """)
+        except BaseException:
+            db.close()
+            raise
+        self.db = db
+
+    def _outage_held(self, fn, *args) -> bool:
+        """Run ``fn``; True when done, False when the disk refused it (logged once per cause)."""
+        try:
+            fn(*args)
+        except (sqlite3.OperationalError, OSError) as e:
+            if not (is_sqlite_outage(e) or getattr(e, "errno", None) in DISK_ERRNOS):
+                raise
+            why = f"time-series store {self.path} cannot be written: {e.strerror if isinstance(e, OSError) else e}"
+            if why != self.error:
+                log.error("%s; holding readings in memory (at most %d)", why, self.buffer.maxlen)
+            self.error = why
+            self._next_try = time.monotonic() + 2.0
+            return False
+        if self.error:
+            log.warning("time-series store %s writable again; %d held readings written", self.path, len(self.buffer))
+            self.error = ""
+        return True
 
     def write(self, rows: Sequence[Row]) -> None:
         if not rows:
             return
-        with self._lock, self.db:
+        with self._lock:
+            if not self.buffer and self.db is not None and self._outage_held(self._insert, rows):
+                return
+            for r in rows:
+                if len(self.buffer) == self.buffer.maxlen:
+                    self.dropped += 1
+                self.buffer.append(r)
+            self._flush()
+
+    def flush(self) -> bool:
+        """Write what the buffer holds, if the disk takes it. True when nothing is held."""
+        with self._lock:
+            return self._flush()
+
+    def _flush(self) -> bool:
+        if not self.buffer:
+            return True
+        if time.monotonic() < self._next_try:
+            return False
+        if self.db is None and not self._outage_held(self._open):
+            return False
+        if self._outage_held(self._insert, list(self.buffer)):
+            self.buffer.clear()
+        return not self.buffer
+
+    def _insert(self, rows: Sequence[Row]) -> None:
+        with self.db:
             self.db.executemany("INSERT INTO raw VALUES (?, ?, ?, ?)", rows)
             self.db.executemany(
                 "INSERT INTO minute VALUES (?, ?, ?, 1, ?, ?, ?) ON CONFLICT (device, m) DO UPDATE SET "
@@ -60,6 +124,8 @@ class SqliteSeries:
 
     def window(self, device: str, t0: float, t1: float) -> tuple[np.ndarray, np.ndarray]:
         with self._lock:
+            if self.db is None:
+                return np.array([]), np.array([])
             rows = self.db.execute("SELECT t, v FROM raw WHERE device = ? AND t BETWEEN ? AND ? ORDER BY t",
                                    (device, t0, t1)).fetchall()
         arr = np.array(rows, dtype=float).reshape(-1, 2)
@@ -67,13 +133,20 @@ class SqliteSeries:
 
     def minutes(self, device: str, t0: float, t1: float) -> list[dict]:
         with self._lock:
+            if self.db is None:
+                return []
             rows = self.db.execute("SELECT m, n, sum, min, max FROM minute WHERE device = ? AND m BETWEEN ? AND ? "
                                    "ORDER BY m", (device, int(t0 // 60), int(t1 // 60))).fetchall()
         return [{"t": m * 60.0, "count": n, "mean": s / n, "min": lo, "max": hi} for m, n, s, lo, hi in rows]
 
     def close(self) -> None:
         with self._lock:
-            self.db.close()
+            self._next_try = 0.0
+            self._flush()
+            if self.buffer:
+                log.error("%d readings never reached the time-series store (%s)", len(self.buffer), self.error)
+            if self.db is not None:
+                self.db.close()
 
 
 class InfluxSeries:

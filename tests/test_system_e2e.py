@@ -37,7 +37,8 @@ TESTER, TESTER_PASSWORD = "e2e-tester", "e2e-tester-pass"
 
 
 class System:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, extra_args: tuple[str, ...] = (), env: dict[str, str] | None = None) -> None:
+        self.extra_args, self.env = list(extra_args), env  # more `citybrain up` options; its environment
         self.http = free_port()
         self.mqtt_port = free_port()
         self.kafka_port = free_port()
@@ -52,8 +53,8 @@ class System:
         cmd = [sys.executable, "-m", "citybrain.cli", "up", "--city", str(TINY), "--data-dir", str(self.data),
                "--http-port", str(self.http), "--mqtt-port", str(self.mqtt_port), "--kafka-port",
                str(self.kafka_port), "--admin-token", TOKEN, "--no-simulate",
-               "--mqtt-password-file", str(self.passwd), "--mqtt-acl-file", str(self.acl)]
-        self.proc = subprocess.Popen(cmd, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT)
+               "--mqtt-password-file", str(self.passwd), "--mqtt-acl-file", str(self.acl), *self.extra_args]
+        self.proc = subprocess.Popen(cmd, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT, env=self.env)
         deadline = time.time() + 120
         while time.time() < deadline:
             assert self.proc.poll() is None, self.log.read_text()[-3000:]
