@@ -1,41 +1,62 @@
 """The whole system under a rate ladder: `citybrain up` with every component on this machine.
 
-    python bench/bench_system.py [--rates 500,1000,2000,4000,8000] [--seconds 20]
+    python bench/bench_system.py [--rates 1000,5000,10000,15000,20000] [--seconds 30] [--trace]
 
 A private Mosquitto (tuned queues) carries the load; everything else is what `citybrain up`
 starts (tansu, ingest, Faust worker, incident service, command center). Per rung: publishers
 (2 processes, QoS 1, paced) send normal readings of the demo city's sensors at the offered rate;
-every 2 s one gas sensor in a fresh grid crosses its alarm limit, and the time from publishing it
-to the incident being visible in GET /api/incidents is a latency sample. Printed per rung:
-offered vs accepted rate, lag at the end, p50/p95/p99 latency, CPU % and RSS of each component,
-messages lost (published - accepted - rejected). The highest rung held (accepted >= 95 % of
-offered, lag not growing, nothing lost) is the figure.
+every ``--marker-interval`` s a marker (a gas sensor of its own, added to a copy of the demo
+city) crosses its alarm limit in a grid with no open incident and no neighbour with a pending
+marker, and the time from publishing it to its incident being listed by GET /api/incidents is a
+latency sample. The bench then calls the incident a false alarm (as an operator would), so the
+grid is free for a later marker and the open list stays short: ~100 samples per 30 s rung.
+
+Printed per rung: offered vs accepted rate, stream lag (max while offered, and at the end),
+p50/p95/p99 latency (nearest rank, with the sample count), CPU % and RSS of each component and of
+the brokers, messages lost (published - accepted - rejected, after draining), and whether the rung
+was held: accepted >= 95 % of offered, stream lag back under 100 batches, nothing lost, every marker seen
+and p99 <= 1 s. ``--trace`` also reads the signals and warnings topics (costs a little CPU) and
+splits each sample into its stages by the records' Kafka timestamps.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import math
 import multiprocessing as mp
 import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import Brokers, RawPublisher, free_port, wait_port  # noqa: E402
-from citybrain.city import load_city  # noqa: E402
+from citybrain.city import City, load_city  # noqa: E402
 from citybrain.settings import BUNDLED_CITY  # noqa: E402
 
 TOKEN = "bench"
+POLL_S = 0.05  # API poll period: a sample is late by up to this much (~25 ms on average)
+MARKER_PREFIX = "mk-"
+HELD_P99_S = 1.0
+HELD_END_LAG = 100  # signal batches the stream worker may still be behind 3 s after the publishers stop
 
 
 def _pace(port: int, rate: float, seconds: float, k: int, sent: mp.Value, raw: bool = True) -> None:
     """Publish normal readings at ``rate`` msg/s for ``seconds`` (QoS 1).
+
+    Values follow the simulator's daily rhythm, unrounded and without noise: at 5-10 readings/s
+    per sensor (this city has 2,000), rounded values repeat 30 times in a row (a stuck sensor to
+    the flatline detector) and noise over 0.1 s is a physically absurd rate of change (a water
+    level rising metres a minute), so either made the load itself raise hundreds of incidents.
 
     ``raw``: over a raw-socket publisher (bench.common.RawPublisher), cheap enough that the offered
     rate is what the system is asked to take, not what Python publishers manage; else paho.
@@ -62,7 +83,7 @@ def _pace(port: int, rate: float, seconds: float, k: int, sent: mp.Value, raw: b
             dev, kind, unit = devs[(n * 7 + k) % len(devs)]
             t = time.time()
             payload = json.dumps([{"bn": f"{dev}:", "bt": round(t + (n % 1000) * 1e-4, 4), "n": kind, "u": unit,
-                                   "v": round(normal_value(kind, t, 0.0), 3)}], separators=(",", ":")).encode()
+                                   "v": normal_value(kind, t, 0.0)}], separators=(",", ":")).encode()
             chunk.append((f"city/sensors/{dev}", payload))
             n += 1
         if raw:
@@ -81,8 +102,10 @@ def _pace(port: int, rate: float, seconds: float, k: int, sent: mp.Value, raw: b
         sent.value += n
 
 
-def api(port: int, path: str):
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Authorization": f"Bearer {TOKEN}"})
+def api(port: int, path: str, body: dict | None = None):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={
+        "Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+        data=None if body is None else json.dumps(body).encode())
     with urllib.request.urlopen(req, timeout=10) as r:
         return json.loads(r.read())
 
@@ -99,34 +122,221 @@ def proc_usage(pid: int) -> tuple[float, float]:
 
 
 def pct(xs: list[float], q: float) -> float | None:
+    """Nearest-rank percentile (p99 of 100 samples is the 99th, not the worst)."""
     if not xs:
         return None
     xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(q * len(xs)))]
+    return xs[max(0, math.ceil(q * len(xs)) - 1)]
+
+
+def stream_busy(data: Path) -> dict[str, float]:
+    """Seconds the stream worker has spent in its core and in checkpoints, and warnings made and
+    taken in (the stream worker's and the incident service's heartbeats)."""
+    try:
+        st = json.loads((data / "run" / "streams.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    out = {k: float(st[k]) for k in ("process_s", "checkpoint_s", "warnings") if k in st}
+    try:
+        out["alerts_in"] = float(json.loads((data / "run" / "alerts.json").read_text())["warnings_in"])
+    except (OSError, ValueError, KeyError):
+        pass
+    return out
+
+
+def marker_grids(city: City) -> list[str]:
+    """Grids with a gas sensor, no two of them neighbours (greedy, in a fixed order)."""
+    picked, blocked = [], set()
+    for d in sorted((d for d in city.sensors() if d.kind == "gas"), key=lambda d: d.area):
+        if d.area not in blocked:
+            picked.append(d.area)
+            blocked |= {d.area} | set(city.neighbours.get(d.area, ()))
+    return picked
+
+
+def bench_city(path: Path, per_grid: int) -> dict[str, list[str]]:
+    """A copy of the demo city with ``per_grid`` marker gas sensors in each marker grid.
+
+    Markers are sensors of their own (the load never sends them readings), so each alarm is a new
+    episode of a new source; returns {grid: [marker device ids]}."""
+    city = load_city(BUNDLED_CITY)
+    doc = json.loads(Path(BUNDLED_CITY).read_text())
+    where = {d.area: d.location for d in city.sensors() if d.kind == "gas"}
+    markers: dict[str, list[str]] = {}
+    for i, grid in enumerate(marker_grids(city)):
+        ids = markers[grid] = [f"{MARKER_PREFIX}{i:03d}-{k:03d}" for k in range(per_grid)]
+        doc["devices"] += [{"id": m, "kind": "gas", "unit": "%LEL", "location": list(where[grid]), "area": grid,
+                            "limits": {"warning": 10.0, "alarm": 25.0}} for m in ids]
+    path.write_text(json.dumps(doc))
+    return markers
+
+
+@dataclass(slots=True)
+class Marker:
+    device: str
+    grid: str
+    sent: float  # wall time it was published
+    seen: float | None = None  # wall time its incident was first listed by the API
+    raised: float | None = None  # the incident's detected_at (the incident service's wall clock)
+
+
+class Trace:
+    """Kafka timestamps of the records that carried markers (``--trace``): the stages in between.
+
+    Reads ``signals`` (the ingest's produce time of the batch holding a marker's readings) and
+    ``warnings`` (the stream worker's produce time of a warning for a marker grid) from their end,
+    in a thread of its own. Producers stamp records when they send them (CreateTime)."""
+
+    def __init__(self, kafka: str, prefix: str = "citybrain") -> None:
+        self.kafka, self.prefix = kafka, prefix
+        self.signals: list[tuple[str, float]] = []  # (marker device, ingest produce time)
+        self.warnings: list[tuple[str, float]] = []  # (grid, stream worker produce time)
+        self.other: dict[str, int] = {}  # warnings not about markers, by event/detector
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    def __enter__(self) -> Trace:
+        self._thread.start()
+        self._ready.wait(30)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    async def _run(self) -> None:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        sig, warn = f"{self.prefix}.signals", f"{self.prefix}.warnings"
+        cons = AIOKafkaConsumer(bootstrap_servers=self.kafka, group_id=None, enable_auto_commit=False,
+                                fetch_max_wait_ms=100, max_partition_fetch_bytes=16 << 20)
+        await cons.start()
+        try:
+            tps = [TopicPartition(t, p) for t in (sig, warn) for p in cons.partitions_for_topic(t) or range(4)]
+            cons.assign(tps)
+            await cons.seek_to_end(*tps)
+            self._ready.set()
+            while not self._stop.is_set():
+                for tp, recs in (await cons.getmany(timeout_ms=200)).items():
+                    for r in recs:
+                        if tp.topic == warn:
+                            self.warnings.append((r.key.decode(), r.timestamp / 1000))
+                            w = json.loads(r.value)
+                            if not any(e["source"].startswith(MARKER_PREFIX) for e in w["evidence"]):
+                                what = f"{w['event']}/{w['detector']}"
+                                self.other[what] = self.other.get(what, 0) + 1
+                        elif MARKER_PREFIX.encode() in r.value:
+                            devs = {d for d in json.loads(r.value).get("device", ()) if d.startswith(MARKER_PREFIX)}
+                            self.signals += [(d, r.timestamp / 1000) for d in devs]
+        finally:
+            self._ready.set()
+            await cons.stop()
+
+    def stages(self, markers: list[Marker]) -> dict[str, list[float]]:
+        """Per stage, the seconds each seen marker spent in it."""
+        produced = {}
+        for d, t in self.signals:
+            produced.setdefault(d, t)
+        warned: dict[str, list[float]] = {}
+        for g, t in self.warnings:
+            warned.setdefault(g, []).append(t)
+        out: dict[str, list[float]] = {k: [] for k in STAGES}
+        for m in markers:
+            p = produced.get(m.device)
+            w = next((t for t in sorted(warned.get(m.grid, ())) if p is not None and t >= p - 0.001), None)
+            if m.seen is None or p is None or w is None or m.raised is None:
+                continue
+            for k, v in zip(STAGES, (p - m.sent, w - p, m.raised - w, m.seen - m.raised), strict=True):
+                out[k].append(v)
+        return out
+
+
+STAGES = ("publish->ingest produced", "ingest->warning produced", "warning->incident raised",
+          "raised->API visible")
+
+
+class Markers:
+    """Schedules markers in free grids, spots their incidents in the API and closes them."""
+
+    def __init__(self, devices: dict[str, list[str]], city: City, probe, http: int) -> None:
+        self.free = {g: list(reversed(ids)) for g, ids in devices.items()}
+        self.order = list(devices)
+        self.neighbours = city.neighbours
+        self.probe, self.http = probe, http
+        self.pending: dict[str, Marker] = {}  # grid -> marker not yet seen
+        self.closing: set[str] = set()  # incidents seen, being called false alarms
+        self.closed: set[str] = set()
+        self.busy: set[str] = set()  # grids with a pending marker or an open incident of ours
+        self._next = 0
+        self._pool = ThreadPoolExecutor(1)
+
+    def send_one(self) -> bool:
+        """Alarm the next free marker; False if no grid is free (the system is behind)."""
+        near = set().union(*({g} | set(self.neighbours.get(g, ())) for g in self.pending))
+        for k in range(len(self.order)):
+            g = self.order[(self._next + k) % len(self.order)]
+            if g in self.busy or g in near or not self.free[g]:
+                continue
+            self._next = (self._next + k + 1) % len(self.order)
+            dev = self.free[g].pop()
+            now = time.time()
+            self.probe.publish(f"city/sensors/{dev}", json.dumps(
+                [{"bn": f"{dev}:", "bt": now - 10, "n": "gas", "u": "%LEL", "v": 40.0}, {"t": 5, "v": 41.0},
+                 {"t": 10, "v": 42.0}]), qos=1)
+            self.pending[g] = Marker(dev, g, now)
+            self.busy.add(g)
+            return True
+        return False
+
+    def poll(self) -> list[Marker]:
+        """Markers whose incident the API lists now (each once); their incidents get closed."""
+        incidents = api(self.http, "/api/incidents?state=open")
+        now = time.time()
+        out = []
+        for inc in incidents:
+            m = self.pending.get(inc["area"])
+            if m is None or inc["event"] != "gas_leak" or inc["id"] in self.closing or inc["id"] in self.closed:
+                continue
+            m.seen, m.raised = now, inc["detected_at"]
+            out.append(self.pending.pop(inc["area"]))
+            self.closing.add(inc["id"])
+            self._pool.submit(self._close, inc["id"], inc["area"])
+        return out
+
+    def _close(self, inc_id: str, grid: str) -> None:
+        try:
+            api(self.http, f"/api/incidents/{inc_id}/actions", {"action": "false_alarm", "note": "bench marker"})
+        finally:
+            self.closed.add(inc_id)
+            self.closing.discard(inc_id)
+            self.busy.discard(grid)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--rates", default="500,1000,2000,4000,8000")
-    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--rates", default="1000,5000,10000,15000,20000")
+    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--marker-interval", type=float, default=0.25, help="seconds between latency markers")
     ap.add_argument("--publishers", choices=["raw", "paho"], default="raw",
                     help="raw: cheap raw-socket QoS 1 publishers (default); paho: paho clients")
     ap.add_argument("--ingest-processes", type=int, default=1, help="ingest processes sharing the feed")
+    ap.add_argument("--trace", action="store_true", help="split each latency sample into its stages")
+    ap.add_argument("--warmup", type=float, default=10.0, help="seconds of 1,000 msg/s before the first rung")
     a = ap.parse_args()
     raw = a.publishers == "raw"
-    city = load_city(BUNDLED_CITY)
-    gas = sorted((d for d in city.sensors() if d.kind == "gas"), key=lambda d: d.area)
-    picked, blocked = [], set()
-    for d in gas:  # grids apart from each other: each alarm must be a new incident, not a merge
-        if d.area not in blocked:
-            picked.append(d)
-            blocked |= {d.area} | set(city.neighbours.get(d.area, ()))
-    gas = picked
+    rates = [float(r) for r in a.rates.split(",")]
     with Brokers() as b, tempfile.TemporaryDirectory() as data:
+        city_file = Path(data) / "bench-city.json"
+        n_grids = len(marker_grids(load_city(BUNDLED_CITY)))
+        per_grid = math.ceil(len(rates) * (a.seconds / a.marker_interval + 10) / n_grids)
+        devices = bench_city(city_file, min(per_grid, 30))  # fusion keeps 32 sources per situation
+        city = load_city(city_file)
         http = free_port()
-        up = subprocess.Popen([sys.executable, "-m", "citybrain.cli", "up", "--mqtt", f"mqtt://127.0.0.1:{b.mqtt_port}",
-                               "--kafka", f"127.0.0.1:{b.kafka_port}", "--http-port", str(http), "--data-dir", data,
-                               "--admin-token", TOKEN, "--no-simulate", "--ingest-processes", str(a.ingest_processes)],
+        up = subprocess.Popen([sys.executable, "-m", "citybrain.cli", "up", "--city", str(city_file),
+                               "--mqtt", f"mqtt://127.0.0.1:{b.mqtt_port}", "--kafka", f"127.0.0.1:{b.kafka_port}",
+                               "--http-port", str(http), "--data-dir", data, "--admin-token", TOKEN, "--no-simulate",
+                               "--ingest-processes", str(a.ingest_processes)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               env={**os.environ, "CITYBRAIN_LOG_LEVEL": "WARNING"})
         wait_port(http, 120)
@@ -136,55 +346,86 @@ def main() -> None:
         probe = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="ladder-probe", protocol=mqtt.MQTTv5)
         probe.connect("127.0.0.1", b.mqtt_port)
         probe.loop_start()
-        print(f"{'sent/s':>9} {'taken/s':>10} {'lag':>6} {'lost':>5} {'p50 s':>6} {'p95 s':>6} {'p99 s':>6}  cpu% / RSS MiB per component")
-        g = 0
-        for rate in [float(r) for r in a.rates.split(",")]:
+        trace = Trace(f"127.0.0.1:{b.kafka_port}") if a.trace else None
+        if trace:
+            trace.__enter__()
+        marks = Markers(devices, city, probe, http)
+        brokers = {"mosquitto": b.procs[0].pid, "tansu": b.procs[1].pid}
+        print(f"{'sent/s':>8} {'taken/s':>8} {'lag max/end':>11} {'lost':>4} {'n':>4} {'p50 s':>6} {'p95 s':>6} "
+              f"{'p99 s':>6} {'held':>4}  cpu% / RSS MiB per component", flush=True)
+        if a.warmup > 0:  # every device reports once (its detectors are created) before anything is measured
+            ps = [mp.Process(target=_pace, args=(b.mqtt_port, 500.0, a.warmup, k, mp.Value("i", 0), raw))
+                  for k in range(2)]
+            for p in ps:
+                p.start()
+            for p in ps:
+                p.join()
+            time.sleep(3)
+        for rate in rates:
             comps = json.loads((Path(data) / "run" / "supervisor.json").read_text())["components"]
-            pids = {n: c["pid"] for n, c in comps.items() if c.get("pid")}
+            pids = {n: c["pid"] for n, c in comps.items() if c.get("pid")} | brokers
             cpu0 = {n: proc_usage(p)[0] for n, p in pids.items()}
             h0 = api(http, "/api/health")
+            busy0 = stream_busy(Path(data))
             sent = mp.Value("i", 0)
             ps = [mp.Process(target=_pace, args=(b.mqtt_port, rate / 2, a.seconds, k, sent, raw)) for k in range(2)]
             t_start = time.monotonic()
             for p in ps:
                 p.start()
-            lat, pending, last_alarm = [], {}, 0.0
+            done: list[Marker] = []
+            next_marker = next_health = time.monotonic()
+            lag_max, skipped = 0, 0
             while any(p.is_alive() for p in ps):
-                if g < len(gas) and time.monotonic() - last_alarm >= 2.0:
-                    last_alarm = time.monotonic()
-                    d = gas[g]
-                    g += 1
-                    now = time.time()
-                    probe.publish(f"city/sensors/{d.id}", json.dumps(
-                        [{"bn": f"{d.id}:", "bt": now - 10, "n": "gas", "u": "%LEL", "v": 40.0}, {"t": 5, "v": 41.0},
-                         {"t": 10, "v": 42.0}]), qos=1)
-                    pending[d.area] = time.monotonic()
-                seen = {i["area"] for i in api(http, "/api/incidents?state=open")}
-                for area in [x for x in pending if x in seen]:
-                    lat.append(time.monotonic() - pending.pop(area))
-                time.sleep(0.1)
+                now = time.monotonic()
+                if now >= next_marker:
+                    next_marker += a.marker_interval
+                    skipped += not marks.send_one()
+                if now >= next_health:
+                    next_health += 1.0
+                    lag_max = max(lag_max, api(http, "/api/health")["lag"])
+                done += marks.poll()
+                time.sleep(max(0.0, min(POLL_S, next_marker - time.monotonic())))
             h_mid = api(http, "/api/health")  # publishers done: what was taken in while offered
             pub_wall = time.monotonic() - t_start
             deadline = time.monotonic() + 15
-            while pending and time.monotonic() < deadline:
-                seen = {i["area"] for i in api(http, "/api/incidents?state=open")}
-                for area in [x for x in pending if x in seen]:
-                    lat.append(time.monotonic() - pending.pop(area))
-                time.sleep(0.1)
+            while marks.pending and time.monotonic() < deadline:
+                done += marks.poll()
+                time.sleep(POLL_S)
+            unseen = list(marks.pending.values())  # their grids stay busy: a late incident must not count
+            marks.pending.clear()
             wall = time.monotonic() - t_start
             time.sleep(3)
             h1 = api(http, "/api/health")
-            done = (h1["accepted"] + h1["rejected"]) - (h0["accepted"] + h0["rejected"])
-            lost = max(0, sent.value - done)
+            accounted = (h1["accepted"] + h1["rejected"]) - (h0["accepted"] + h0["rejected"])
+            lost = max(0, sent.value + len(done) + len(unseen) - accounted)  # markers are messages too
             during = (h_mid["accepted"] + h_mid["rejected"]) - (h0["accepted"] + h0["rejected"])
             usage = []
             for n, p in pids.items():
                 c1, rss = proc_usage(p)
                 usage.append(f"{n} {100 * (c1 - cpu0[n]) / wall:.0f}/{rss:.0f}")
+            lat = [m.seen - m.sent for m in done]
+            p99 = pct(lat, .99)
+            held = (during >= 0.95 * sent.value and lost == 0 and not unseen and p99 is not None
+                    and p99 <= HELD_P99_S and h1["lag"] <= HELD_END_LAG)
             f = lambda x: f"{x:6.2f}" if x is not None else "     -"  # noqa: E731
-            print(f"{sent.value / pub_wall:9.0f} {during / pub_wall:10.0f} {h_mid['lag']:6d} {lost:5d} {f(pct(lat, .5))} {f(pct(lat, .95))} "
-                  f"{f(pct(lat, .99))}  {', '.join(usage)}" + (f"  ({len(pending)} alarms not seen)" if pending else ""),
-                  flush=True)
+            print(f"{sent.value / pub_wall:8.0f} {during / pub_wall:8.0f} {lag_max:5d}/{h1['lag']:<5d} {lost:4d} "
+                  f"{len(lat):4d} {f(pct(lat, .5))} {f(pct(lat, .95))} {f(p99)} {'yes' if held else 'no':>4}  "
+                  f"{', '.join(usage)}" + (f"  ({len(unseen)} markers not seen)" if unseen else "")
+                  + (f"  ({skipped} markers skipped: no free grid)" if skipped else ""), flush=True)
+            if trace:
+                time.sleep(1)
+                busy = {k: v - busy0.get(k, 0.0) for k, v in stream_busy(Path(data)).items()}
+                print(f"    in {wall + 4:.0f} s: " + ", ".join(f"{k} {v:.1f}" for k, v in busy.items()), flush=True)
+                for k, xs in trace.stages(done).items():
+                    print(f"    {k:<26} p50 {f(pct(xs, .5))}  p95 {f(pct(xs, .95))}  p99 {f(pct(xs, .99))}  "
+                          f"(n {len(xs)})", flush=True)
+                if trace.other:
+                    print("    other warnings: " + ", ".join(f"{k} {n}" for k, n in sorted(trace.other.items())))
+                trace.signals.clear()
+                trace.warnings.clear()
+                trace.other.clear()
+        if trace:
+            trace.__exit__()
         probe.loop_stop()
         up.terminate()
         up.wait(60)
