@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
 import urllib.parse
 import urllib.request
 
@@ -16,7 +17,7 @@ import pytest
 from citybrain.timeseries import InfluxSeries, SqliteSeries, open_reader, open_writer
 from tests.conftest import free_port, wait_port
 
-T0 = 1_795_339_200.0
+T0 = (time.time() // 3600 - 24) * 3600  # a whole hour a day ago: inside the store's 7-day retention
 
 
 def test_sqlite_raw_window_and_minute_aggregates(settings):
