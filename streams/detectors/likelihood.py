@@ -49,13 +49,6 @@ class AnomalyLikelihood:
         """Likelihood in [0, 1) that the recent raw scores are unusual (0 during warm-up)."""
         return self._likelihood(self._average(raw))
 
-    def score_learn_one(self, raw: float) -> float:
-        """``score_one`` then ``learn_one`` with one moving average (NAB mode's hot path)."""
-        avg = self._average(raw)
-        likelihood = self._likelihood(avg)
-        self._learn_average(raw, avg)
-        return likelihood
-
     def _likelihood(self, avg: float) -> float:
         k = len(self.history)
         if self.n < self.learn_n or k < 2:
@@ -68,22 +61,30 @@ class AnomalyLikelihood:
         return 1.0 - 0.5 * math.erfc((avg - mean) / math.sqrt(2.0 * var))
 
     def learn_one(self, raw: float) -> None:
-        self._learn_average(raw, self._average(raw))
+        self.score_learn_one(raw)
 
-    def _learn_average(self, raw: float, avg: float) -> None:
-        if len(self.recent) == self.short:
-            self.recent_sum -= self.recent[0]
-        self.recent.append(raw)
-        self.recent_sum += raw
-        if len(self.history) == self.long:
-            old = self.history[0]
-            self.h_sum -= old
-            self.h_sq -= old * old
-        self.history.append(avg)
-        self.h_sum += avg
-        self.h_sq += avg * avg
+    def score_learn_one(self, raw: float) -> float:
+        """``score_one`` then ``learn_one`` with one moving average (NAB mode's hot path: locals,
+        no helper calls but the likelihood's)."""
+        recent, history = self.recent, self.history
+        full = len(recent) == self.short
+        drop = recent[0] if full else 0.0
+        avg = (self.recent_sum - drop + raw) / (self.short if full else len(recent) + 1)
+        likelihood = self._likelihood(avg)
+        recent.append(raw)
+        self.recent_sum = self.recent_sum - drop + raw
+        h_sum, h_sq = self.h_sum, self.h_sq
+        if len(history) == self.long:
+            old = history[0]
+            h_sum -= old
+            h_sq -= old * old
+        history.append(avg)
+        h_sum += avg
+        h_sq += avg * avg
         self.n += 1
         if self.n % self.long == 0:  # re-add from scratch now and then: no float drift in the sums
-            self.h_sum = math.fsum(self.history)
-            self.h_sq = math.fsum(v * v for v in self.history)
-            self.recent_sum = math.fsum(self.recent)
+            h_sum = math.fsum(history)
+            h_sq = math.fsum(v * v for v in history)
+            self.recent_sum = math.fsum(recent)
+        self.h_sum, self.h_sq = h_sum, h_sq
+        return likelihood
