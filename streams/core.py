@@ -25,7 +25,7 @@ from citybrain.logs import truncate
 from citybrain.records import CameraCount, CameraEvent, DeadLetter, Presence, SignalBatch, Warning, decode_record
 from citybrain.settings import Settings
 from streams.detectors.base import Finding
-from streams.fusion import GridFusion
+from streams.fusion import TIMELESS, GridFusion, Situation, situation_state
 from streams.monitor import CAMERA_LABELS, Monitor, count_monitor, label_monitor, sensor_monitor
 from streams.vector.bank import SensorBank
 from streams.watermark import Watermark
@@ -73,6 +73,15 @@ class PartitionState:
     #: rows whose state lives in a scalar Monitor for now (stepped in small segments; exactly the
     #: bank's behaviour, handed back to the bank before the row's next bank round)
     twins: dict[int, Monitor] = field(default_factory=dict)
+    #: fusion situations as checkpointed, one changelog key each: (grid, event) -> (situation,
+    #: its creation rank); the rank puts them back in the fusion's order on restore
+    situations: dict[tuple[str, str], tuple[Situation, int]] = field(default_factory=dict)
+    next_rank: int = 0
+    #: restored from a single "fusion" key (the format before per-situation keys): void it once
+    legacy_fusion: bool = False
+    #: no evidence in the fusion can expire while the watermark is at or below this: each live
+    #: finding's source had reported by this minus ``expire_s`` (and sources' last times only grow)
+    expiry_due: float = float("-inf")
 
 
 class StreamCore:
@@ -137,8 +146,7 @@ class StreamCore:
                 self._readings_vec(st, batch, codes, t, v, r_mask, found)
             self._events(st, evs, found)
             found.sort(key=lambda fg: (fg[0].t, fg[0].source, fg[0].detector))
-            for f, grid in found:
-                out.warnings += st.fusion.add(f, grid)
+            out.warnings += self._fuse(st, found)
             if wm is not None:
                 out.warnings += self._sweep(st, wm)
         self.counts["warnings"] += len(out.warnings)
@@ -222,8 +230,9 @@ class StreamCore:
         seen = st.seen
         new = dict.fromkeys(ids)
         if len(new) == len(ids):  # no id twice in the batch
-            keep[:] = np.fromiter(map(seen.__contains__, ids), bool, len(ids))
-            keep ^= True
+            if not seen.keys().isdisjoint(new):  # (the common batch has no id seen before)
+                keep[:] = np.fromiter(map(seen.__contains__, ids), bool, len(ids))
+                keep ^= True
             seen.update(new)
         else:
             for i, rid in enumerate(ids):
@@ -280,10 +289,12 @@ class StreamCore:
         uc, first = np.unique(c, return_index=True)  # devices in sorted order, first reading of each
         row_of = np.full(len(uniq), -1, np.int64)
         rows, names, grids = st.rows, b.name, b.grid
-        for ci, i0 in zip(uc.tolist(), idx[first].tolist()):
-            dev = uniq[ci]
-            r = rows.get(f"d:{dev}:{names[i0]}")
-            row_of[ci] = r if r is not None else self._sensor_row(st, dev, names[i0], grids[i0])
+        ucl, firsts = uc.tolist(), idx[first].tolist()
+        got = [rows.get(f"d:{uniq[ci]}:{names[i0]}", -1) for ci, i0 in zip(ucl, firsts)]
+        for k in [k for k, r in enumerate(got) if r < 0]:  # new sources, in device order
+            ci, i0 = ucl[k], firsts[k]
+            got[k] = self._sensor_row(st, uniq[ci], names[i0], grids[i0])
+        row_of[uc] = got
         if idx.size < TWIN_BELOW:
             self._readings_twins(st, uniq, c, row_of, idx, t, v, found)
             return
@@ -480,10 +491,34 @@ class StreamCore:
                     st.urgent.add(key)
                     found.append((f, st.grid_of[key]))
         found.sort(key=lambda fg: (fg[0].t, fg[0].source))
+        return self._fuse(st, found) + self._expire(st, wm)
+
+    def _fuse(self, st: PartitionState, found: list[tuple[Finding, str]]) -> list[Warning]:
+        """Findings into the fusion; each live one lowers the event time evidence may expire at."""
         out: list[Warning] = []
         for f, grid in found:
             out += st.fusion.add(f, grid)
-        return out + st.fusion.advance(wm, lambda f: self._last_seen(st, f))
+            if f.active and f.detector not in TIMELESS:
+                seen = self._last_seen(st, f)
+                st.expiry_due = min(st.expiry_due, (f.t if seen is None else seen) + st.fusion.expire_s)
+        return out
+
+    def _expire(self, st: PartitionState, wm: float) -> list[Warning]:
+        """``GridFusion.advance``, skipped while no evidence can expire yet (it asks every live
+        finding's source when it last reported: ~700 calls a sweep with a city in alarm)."""
+        if wm <= st.expiry_due:
+            return []
+        seen: list[float] = []
+
+        def last_seen(f: Finding) -> float | None:
+            t = self._last_seen(st, f)
+            seen.append(f.t if t is None else t)
+            return t
+
+        out = st.fusion.advance(wm, last_seen)
+        exp = st.fusion.expire_s
+        st.expiry_due = min((t + exp for t in seen if wm - t <= exp), default=float("inf"))
+        return out
 
     @staticmethod
     def _last_seen(st: PartitionState, f: Finding) -> float | None:
@@ -522,7 +557,8 @@ class StreamCore:
         return bool(st.urgent) or bool(st.urgent_rows.any())
 
     def checkpoint(self, partition: int, full: bool = True) -> dict[str, object]:
-        """State changed since the last checkpoint, per source key (plus the partition's own keys).
+        """State changed since the last checkpoint, per source key (plus the partition's own keys:
+        "wm", and "f:grid|event" for each fusion situation changed since, None once it closed).
 
         Keys are small and bounded (one per device, camera label and the partition); values are
         JSON-able. ``full`` writes every changed source (the periodic checkpoint of learning),
@@ -544,9 +580,29 @@ class StreamCore:
             st.urgent_rows[:] = False
         out["wm"] = [st.watermark.max_t if np.isfinite(st.watermark.max_t) else None, st.swept
                      if np.isfinite(st.swept) else None, sorted(st.offline.items())]
-        out["fusion"] = st.fusion.state()
+        out.update(self._fusion_changes(st))
         st.dirty -= keys
         st.urgent = set()
+        return out
+
+    @staticmethod
+    def _fusion_changes(st: PartitionState) -> dict[str, object]:
+        """The situations changed since the last checkpoint, one key each ("f:grid|event"): its
+        creation rank and state, or None once it closed (the whole fusion was ~100 KB a batch)."""
+        fusion, out = st.fusion, {}
+        changed, fusion.changed = fusion.changed, set()
+        if st.legacy_fusion:
+            out["fusion"], st.legacy_fusion = None, False
+        for key in [k for k in fusion.open if k in changed]:  # creation order: ranks follow it
+            s = fusion.open[key]
+            known = st.situations.get(key)
+            if known is None or known[0] is not s:  # new (or closed and opened again)
+                known = st.situations[key] = (s, st.next_rank)
+                st.next_rank += 1
+            out[f"f:{key[0]}|{key[1]}"] = [known[1], situation_state(s)]
+        for key in changed - fusion.open.keys():
+            if st.situations.pop(key, None) is not None:
+                out[f"f:{key[0]}|{key[1]}"] = None
         return out
 
     def restore(self, partition: int, items: dict[str, object]) -> int:
@@ -559,8 +615,8 @@ class StreamCore:
                 st.watermark.max_t = float("-inf") if max_t is None else max_t
                 st.swept = float("-inf") if swept is None else swept
                 st.offline = dict(offline)
-            elif key == "fusion":
-                st.fusion.restore(value)
+            elif key[:2] == "f:" or key == "fusion":
+                continue
             elif key[:2] == "d:" and st.bank is not None:
                 grid, state = value
                 m = self._monitor_for(key)  # restored as the scalar core does, then adopted
@@ -580,7 +636,24 @@ class StreamCore:
                     m.restore(state)
                     st.monitors[key], st.grid_of[key] = m, grid
                     n += 1
+        self._restore_fusion(st, items)
         return n
+
+    @staticmethod
+    def _restore_fusion(st: PartitionState, items: dict[str, object]) -> None:
+        """Situations from their keys, in creation order; else from a legacy "fusion" key."""
+        ranked = sorted((v for k, v in items.items() if k[:2] == "f:" and v is not None), key=lambda rv: rv[0])
+        if ranked:
+            st.fusion.restore([state for _, state in ranked])
+        elif items.get("fusion"):
+            st.fusion.restore(items["fusion"])
+            ranked = list(enumerate(items["fusion"]))
+            st.legacy_fusion = True
+            st.fusion.changed.update(st.fusion.open)  # rewritten as situation keys next time
+        for rank, state in ranked:
+            key = (state[2], state[1])  # (grid, event)
+            st.situations[key] = (st.fusion.open[key], rank)
+        st.next_rank = max((r for r, _ in ranked), default=-1) + 1
 
     def _limits(self, device: str, name: str) -> dict:
         """The city file's limits of a sensor (none for a device or quantity it does not know)."""

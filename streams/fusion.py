@@ -49,6 +49,9 @@ class GridFusion:
         self.expire_s = expire_s
         self.neighbours = city.neighbours
         self.open: dict[tuple[str, str], Situation] = {}  # (grid, event) -> situation
+        #: (grid, event) of situations changed (or closed) since the caller last cleared it, so a
+        #: checkpoint can write only those
+        self.changed: set[tuple[str, str]] = set()
 
     def _find(self, grid: str, event: str) -> Situation | None:
         s = self.open.get((grid, event))
@@ -71,6 +74,7 @@ class GridFusion:
             sid = message_id("fusion", event, grid, f.detector, f.source, repr(f.started_at))
             s = Situation(sid, event, grid, f.started_at)
             self.open[(grid, event)] = s
+        self.changed.add((s.grid, s.event))
         key = f"{f.source}|{f.detector}"
         if f.active:
             if key in s.sources or len(s.sources) < MAX_SOURCES:
@@ -100,6 +104,7 @@ class GridFusion:
                 if watermark - seen > self.expire_s:
                     gone.append((key, seen + self.expire_s))
             if gone:
+                self.changed.add((s.grid, s.event))
                 s.ended.update(k for k, _ in gone)
                 out += self._emit(s, max(t for _, t in gone))
         return out
@@ -147,9 +152,7 @@ class GridFusion:
     # ------------------------------------------------------------------ state
 
     def state(self) -> list:
-        return [[s.id, s.event, s.grid, s.started_at, [_finding_state(f) for f in s.sources.values()],
-                 sorted(s.ended), s.extra_sources, [s.emitted[0], s.emitted[1], s.emitted[2], sorted(s.emitted[3])]
-                 if s.emitted else []] for s in self.open.values()]
+        return [situation_state(s) for s in self.open.values()]
 
     def restore(self, items: list) -> None:
         for sid, event, grid, started, fs, ended, extra, emitted in items:
@@ -160,6 +163,13 @@ class GridFusion:
             s.ended, s.extra_sources = set(ended), extra
             s.emitted = (emitted[0], emitted[1], emitted[2], frozenset(emitted[3])) if emitted else ()
             self.open[(grid, event)] = s
+
+
+def situation_state(s: Situation) -> list:
+    """One item of :meth:`GridFusion.state` (what :meth:`GridFusion.restore` takes a list of)."""
+    return [s.id, s.event, s.grid, s.started_at, [_finding_state(f) for f in s.sources.values()],
+            sorted(s.ended), s.extra_sources, [s.emitted[0], s.emitted[1], s.emitted[2], sorted(s.emitted[3])]
+            if s.emitted else []]
 
 
 def _finding_state(f: Finding) -> list:

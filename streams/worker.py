@@ -3,7 +3,8 @@
 One agent consumes ``signals`` (one SignalBatch per record, partitioned by grid), hands each
 batch to :class:`~streams.core.StreamCore` with its partition, produces warnings (key = grid)
 and dead letters, and checkpoints the core's changed per-source state to a state topic (key =
-partition/source, the partition of the input): a changelog we own. A worker given a partition
+partition/source, the partition of the input; one key per changed fusion situation): a changelog
+we own. A worker given a partition
 (at start or on a rebalance) reads that partition's changelog to its end before its first batch
 and rebuilds the core's state for it. Faust's windowed tables are not
 used on purpose (they close windows on the wall clock; the core closes them on event time), and
@@ -19,6 +20,7 @@ import time
 from typing import Any
 
 import faust
+import orjson
 from faust.transport.drivers import aiokafka as faust_kafka
 
 from citybrain.city import load_city
@@ -94,6 +96,18 @@ async def load_state(settings: Settings, partitions: list[int] | None = None) ->
     return out
 
 
+def decode_batch(value: bytes | None) -> SignalBatch:
+    """``SignalBatch.decode`` with orjson (~3x faster on a 2,000-reading batch); what orjson
+    refuses but the standard parser takes (NaN literals, say) goes through ``SignalBatch.decode``."""
+    try:
+        d = orjson.loads(value)
+    except (orjson.JSONDecodeError, TypeError):
+        return SignalBatch.decode(value)
+    if not isinstance(d, dict):
+        raise TypeError(f"a signal batch is a JSON object, not {type(d).__name__}")
+    return SignalBatch.from_dict(d)
+
+
 def build_app(settings: Settings, core: StreamCore) -> faust.App:
     """The Faust app, its agent, state changelog and heartbeat timer (not started)."""
     app = faust.App(
@@ -111,9 +125,9 @@ def build_app(settings: Settings, core: StreamCore) -> faust.App:
     app.transport.Consumer = _PromptFetchConsumer
     signals = app.topic(settings.topic("signals"), key_serializer="raw", value_serializer="raw",
                         partitions=settings.partitions)
-    warnings = app.topic(settings.topic("warnings"), key_serializer="raw", value_serializer="raw")
+    warnings_topic = settings.topic("warnings")
     deadletter = app.topic(settings.topic("deadletter"), key_serializer="raw", value_serializer="raw")
-    state = app.topic(changelog_topic(settings), key_serializer="raw", value_serializer="raw")
+    state_topic = changelog_topic(settings)
     last_ckpt: dict[int, float] = {}
     offsets: dict[int, int] = {}
     owned: set[int] = set()
@@ -136,6 +150,9 @@ def build_app(settings: Settings, core: StreamCore) -> faust.App:
         log.info("partition %d assigned: restored %d sources from %s", p, core.restore(p, items),
                  changelog_topic(settings))
     busy = core.timing  # seconds spent in the core and in checkpoints (where a worker's time goes)
+    #: wall time (epoch s) the first batch was taken and the latest one done: a worker's own
+    #: throughput is readings / (busy_to - busy_from), whatever its start-up took
+    span: dict[str, float] = {}
 
     async def reject(value: bytes | None, reason: str, detail: str) -> None:
         """A whole record the core cannot take: counted and kept as a dead letter, never a crash."""
@@ -146,45 +163,54 @@ def build_app(settings: Settings, core: StreamCore) -> faust.App:
     @app.agent(signals)
     async def detect(stream: Any) -> None:
         async for event in stream.events():
-            p = event.message.partition
-            offsets[p] = event.message.offset
-            if p in reload:
-                await take_over(p)
-            try:
-                batch = SignalBatch.decode(event.value)
-            except (ValueError, TypeError, KeyError) as e:
-                log.warning("undecodable signal batch: %s %s", e, truncate(event.value or b""))
-                await reject(event.value, "bad_batch", str(e))
-                continue
+            span.setdefault("busy_from", time.time())
+            await handle(event)
+            span["busy_to"] = time.time()
+
+    async def handle(event: Any) -> None:
+        """One SignalBatch: decode, the core, its outputs and checkpoint produced."""
+        p = event.message.partition
+        offsets[p] = event.message.offset
+        if p in reload:
+            await take_over(p)
+        try:
+            batch = decode_batch(event.value)
+        except (ValueError, TypeError, KeyError) as e:
+            log.warning("undecodable signal batch: %s %s", e, truncate(event.value or b""))
+            await reject(event.value, "bad_batch", str(e))
+            return
+        t0 = time.perf_counter()
+        try:
+            out = core.process(p, batch)
+        except Exception as e:  # a bug on one batch must not stop the city's detection
+            log.exception("batch at partition %d offset %d failed", p, event.message.offset)
+            await reject(event.value, "processing_error", repr(e))
+            return
+        log.debug("partition %d offset %d: %d readings -> %d warnings", p, event.message.offset, len(batch.t),
+                  len(out.warnings))
+        busy["process_s"] += time.perf_counter() - t0
+        for w in out.warnings:  # straight to the producer, as the checkpoints below
+            await app.producer.send(warnings_topic, w.grid.encode(), w.encode(), None, None, None)
+        for d in out.dead_letters:
+            await deadletter.send(key=(d.device or d.topic).encode(), value=d.encode())
+        now = time.monotonic()
+        full = now - last_ckpt.get(p, 0.0) >= CHECKPOINT_S
+        if full or core.needs_checkpoint(p):
+            if full:
+                last_ckpt[p] = now
             t0 = time.perf_counter()
-            try:
-                out = core.process(p, batch)
-            except Exception as e:  # a bug on one batch must not stop the city's detection
-                log.exception("batch at partition %d offset %d failed", p, event.message.offset)
-                await reject(event.value, "processing_error", repr(e))
-                continue
-            log.debug("partition %d offset %d: %d readings -> %d warnings", p, event.message.offset, len(batch.t),
-                      len(out.warnings))
-            busy["process_s"] += time.perf_counter() - t0
-            for w in out.warnings:
-                await warnings.send(key=w.grid.encode(), value=w.encode())
-            for d in out.dead_letters:
-                await deadletter.send(key=(d.device or d.topic).encode(), value=d.encode())
-            now = time.monotonic()
-            full = now - last_ckpt.get(p, 0.0) >= CHECKPOINT_S
-            if full or core.needs_checkpoint(p):
-                if full:
-                    last_ckpt[p] = now
-                t0 = time.perf_counter()
-                for k, v in core.checkpoint(p, full).items():
-                    await state.send(key=f"p{p}/{k}".encode(), value=json.dumps(v).encode(), partition=p)
-                busy["checkpoint_s"] += time.perf_counter() - t0
+            for k, v in core.checkpoint(p, full).items():
+                # straight to the producer (flushed before each commit, as Faust's sends are):
+                # Topic.send costs ~100 us a record, and a checkpoint is a record per changed source
+                await app.producer.send(state_topic, f"p{p}/{k}".encode(), json.dumps(v).encode(), p, None, None)
+            busy["checkpoint_s"] += time.perf_counter() - t0
 
     @app.timer(interval=1.0)
     async def heartbeat() -> None:
         write_stats(settings.run_dir, "streams", stats(app, core, offsets))
 
     app.streams_core, app.streams_offsets = core, offsets  # for the final stats, tests and the bench
+    app.streams_span = span
     return app
 
 
@@ -200,7 +226,8 @@ def stats(app: faust.App, core: StreamCore, offsets: dict[int, int]) -> dict[str
     c = core.counts
     return {"state": "up", "lag": lag, "readings": c["readings"], "events": c["events"], "warnings": c["warnings"],
             "late": c["late"], "too_late": c["too_late"], "duplicates": c["duplicates"],
-            "bad_events": c["bad_events"], **{k: round(v, 3) for k, v in core.timing.items()}, "watermark": {str(p): t for p, t in core.watermarks().items()}}
+            "bad_events": c["bad_events"], **{k: round(v, 3) for k, v in core.timing.items()},
+            **getattr(app, "streams_span", {}), "watermark": {str(p): t for p, t in core.watermarks().items()}}
 
 
 def run(settings: Settings, loglevel: str = "WARNING") -> None:

@@ -173,3 +173,67 @@ def test_checkpoint_restore_mid_feed_gives_the_same_warnings(demo_city):
     for b in feed[12:]:
         ws += second.process(0, b).warnings
     assert [w.to_dict() for w in ws] == [w.to_dict() for w in whole]
+
+
+def dying_flood_feed(city):
+    """A gauge floods, then stops reporting mid-flood: its evidence expires on event time."""
+    wl = city.devices["wl-00001"]
+    rows = [(wl.id, "water_level", wl.area, T0 + 60 * i, 1.0 + 0.01 * (i % 3) + (4.0 if i >= 40 else 0.0))
+            for i in range(50)]
+    other = device_of(city, "pm25")  # keeps the watermark moving after the gauge died
+    rows += [(other.id, "pm25", other.area, T0 + 3000 + 60 * i, 30.0 + (i % 3)) for i in range(40)]
+    rows.sort(key=lambda r: r[3])
+    return [make_batch(rows[i:i + 7]) for i in range(0, len(rows), 7)]
+
+
+def test_skipping_the_expiry_scan_changes_no_warning(demo_city):
+    """The core skips GridFusion.advance while no evidence can expire; forcing the scan on every
+    sweep gives the same warnings, and the dead gauge's flood does end by expiry."""
+    feed = dying_flood_feed(demo_city)
+    _, skipped, _ = run_feed(demo_city, feed)
+    forced = StreamCore(Settings(), demo_city, ManualClock())
+    always = []
+    for b in feed:
+        forced.part(0).expiry_due = float("-inf")  # as if anything could expire
+        always += forced.process(0, b).warnings
+    assert [w.to_dict() for w in skipped] == [w.to_dict() for w in always]
+    flood = [w for w in skipped if w.event == "flood"]
+    assert flood[0].active and not flood[-1].active
+
+
+def test_checkpoints_carry_only_changed_situations_and_closed_ones_as_none(demo_city):
+    feed = dying_flood_feed(demo_city)
+    core = StreamCore(Settings(), demo_city, ManualClock())
+    seen: dict[str, list] = {}
+    for b in feed:
+        core.process(0, b)
+        ck = core.checkpoint(0)
+        for k, v in ck.items():
+            if k.startswith("f:"):
+                seen.setdefault(k, []).append(v)
+        assert "fusion" not in ck
+    flood = [k for k in seen if k.endswith("|flood")]
+    assert flood and seen[flood[0]][-1] is None  # opened, written while it changed, closed
+    assert any(v is not None for v in seen[flood[0]])
+    assert not any(k.startswith("f:") for k in core.checkpoint(0))  # nothing changed since
+
+
+def test_a_changelog_with_the_old_single_fusion_key_restores_and_is_rewritten(demo_city):
+    feed = list(batches_of(recorded_feed(demo_city), 25))
+    _, whole, _ = run_feed(demo_city, feed)
+    first = StreamCore(Settings(), demo_city, ManualClock())
+    ws, items = [], {}
+    for b in feed[:12]:
+        ws += first.process(0, b).warnings
+        items.update(json.loads(json.dumps(first.checkpoint(0))))
+    st = first.part(0)
+    legacy = {k: v for k, v in items.items() if not k.startswith("f:")}
+    legacy["fusion"] = json.loads(json.dumps(st.fusion.state()))  # what the worker wrote before
+    assert legacy["fusion"], "the feed must have an open situation at the cut"
+    second = StreamCore(Settings(), demo_city, ManualClock())
+    second.restore(0, legacy)
+    ck = second.checkpoint(0, full=False)
+    assert ck["fusion"] is None and len([k for k in ck if k.startswith("f:")]) == len(legacy["fusion"])
+    for b in feed[12:]:
+        ws += second.process(0, b).warnings
+    assert [w.to_dict() for w in ws] == [w.to_dict() for w in whole]
