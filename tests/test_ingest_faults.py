@@ -15,7 +15,11 @@ pytestmark = pytest.mark.slow
 N = 20_000
 
 
-def test_kill_9_mid_stream_loses_nothing(settings, tmp_path):
+@pytest.mark.parametrize("broker", ["mosquitto", "amqtt"])  # amqtt: the embedded default
+def test_kill_9_mid_stream_loses_nothing(settings, tmp_path, broker, request):
+    if broker == "amqtt":
+        host, port = request.getfixturevalue("amqtt")
+        settings = settings.replace(mqtt_url=f"mqtt://{host}:{port}", mqtt_protocol="3.1.1")
     s = settings.replace(city_file=TINY, batch_max=500)
     log = tmp_path / "ingest.log"
     proc = start_ingest(s, log)
