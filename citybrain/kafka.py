@@ -13,12 +13,25 @@ import logging
 import zlib
 from collections.abc import Iterable
 
+import aiokafka.client
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+from aiokafka.protocol.metadata import MetadataRequest
 
 from citybrain.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+
+class NoAutoCreateMetadataRequest(MetadataRequest):
+    """aiokafka's metadata request, never asking the broker to create what it names."""
+
+    def __init__(self, topics: list[str] | None = None, allow_auto_topic_creation: bool | None = False) -> None:
+        super().__init__(topics, False)
+
+
+aiokafka.client.MetadataRequest = NoAutoCreateMetadataRequest
 
 #: The topics of the pipeline (names are ``{prefix}.{name}``).
 TOPICS = ("signals", "units", "warnings", "deadletter")

@@ -103,7 +103,6 @@ class Ingest:
         self._wake_pending = False
         self.loop: asyncio.AbstractEventLoop | None = None
         self.series_queue: asyncio.Queue = asyncio.Queue(maxsize=SERIES_BACKLOG)
-        self._resend = asyncio.Lock()  # one batch re-sends at a time
         self._partition_of: dict[str, int] = {}  # grid -> Kafka partition, computed once per grid
         self.stopping = asyncio.Event()
         self.client = mqtt.make_client(settings, settings.ingest_client_id, clean_start=False, manual_ack=True,
@@ -167,13 +166,15 @@ class Ingest:
         stats_task = asyncio.create_task(self._stats_loop())
         series_task = asyncio.create_task(self._series_loop())
         inflight: deque[asyncio.Task] = deque()
+        sent: asyncio.Future | None = None  # the newest batch's records are in Kafka
         try:
             while not (self.stopping.is_set() and not self.inbox):
                 batch = await self._gather()
                 if batch:
-                    # parse this batch while the previous ones wait for Kafka; acks stay in order
-                    prev = inflight[-1] if inflight else None
-                    inflight.append(asyncio.create_task(self._deliver(self._prepare(batch), prev)))
+                    # parse this batch while the previous ones wait for Kafka; sends and acks
+                    # stay in order
+                    prev, after, sent = (inflight[-1] if inflight else None), sent, self.loop.create_future()
+                    inflight.append(asyncio.create_task(self._deliver(self._prepare(batch), prev, after, sent)))
                 limit = 1 if self.stats.kafka_error else MAX_BATCHES_IN_FLIGHT  # failing: one at a time
                 while inflight and (inflight[0].done() or len(inflight) > limit):
                     await inflight.popleft()
@@ -272,10 +273,22 @@ class Ingest:
             sends.append((self.settings.topic("deadletter"), dl.encode(), (dl.device or dl.topic).encode(), None))
         return items, sends, dead, rows
 
-    async def _deliver(self, prepared: tuple, previous: asyncio.Task | None) -> None:
-        """Produce a prepared batch, then (after the batches before it) acknowledge its messages."""
+    async def _deliver(self, prepared: tuple, previous: asyncio.Task | None, after: asyncio.Future | None,
+                       sent: asyncio.Future) -> None:
+        """Produce a prepared batch once the one before it is in Kafka (``after``; then ``sent``),
+        then, after the batches before it, acknowledge its messages."""
         items, sends, dead, rows = prepared
-        await self._send_all(sends)
+        try:
+            if after is not None:
+                await after
+            await self._send_all(sends)
+        except BaseException as e:  # the batches behind it must not go first, nor wait forever
+            if isinstance(e, asyncio.CancelledError):
+                sent.cancel()
+            else:
+                sent.set_exception(e)
+            raise
+        sent.set_result(None)
         if previous is not None:
             await previous  # MQTT wants acknowledgements in the order the messages came
         for dl, payload in dead:
@@ -303,12 +316,17 @@ class Ingest:
     async def _send_all(self, sends: list[tuple]) -> None:
         """Produce every record and wait for the acks; on failure retry (never ack unsent data).
 
-        A retry first lets every record of the failed attempt settle, creates the topics (a
-        restarted embedded broker comes back empty, and a topic it creates on its own for a
-        metadata request raced in its storage and hid acknowledged records), then sends only the
-        records that failed, one retrying batch at a time.
+        The caller sends one batch at a time, so order survives an outage. With several batches
+        in aiokafka at once, the oldest expired first and was re-sent after younger ones that
+        aiokafka still held had landed; in a fast replay the watermark then passed the older
+        readings and their devices looked silent (extra device_offline incidents). Parsing still
+        runs ahead of Kafka (MAX_BATCHES_IN_FLIGHT batches).
+
+        A retry first lets every record of the failed attempt settle (it must not race the
+        re-send), then creates the topics (a restarted embedded broker comes back empty), then
+        sends only the records that failed.
         """
-        backoff, todo, retrying = 0.2, sends, False
+        backoff, todo = 0.2, sends
         while True:
             futs: list = []
             try:
@@ -322,8 +340,6 @@ class Ingest:
                 results += [e] * (len(todo) - len(futs))
             failed = [(rec, r) for rec, r in zip(todo, results) if isinstance(r, BaseException)]
             if not failed:
-                if retrying:
-                    self._resend.release()
                 if self.stats.kafka_error:
                     log.warning("kafka is back; sending what waited")
                     self.stats.kafka_error = ""
@@ -333,9 +349,6 @@ class Ingest:
             log.warning("kafka refused %d of %d records (%s); the MQTT messages stay unacknowledged; retrying in "
                         "%.1fs", len(failed), len(todo), err, backoff)
             todo = [rec for rec, _ in failed]
-            if not retrying:
-                await self._resend.acquire()
-                retrying = True
             await asyncio.sleep(backoff)
             try:  # a restarted broker may have come back empty: create the topics before re-sending
                 await ensure_topics_async(self.settings, timeout_s=2.0)
