@@ -13,9 +13,15 @@ This subclass keeps paho's connection handling, sessions, keepalive, reconnects,
 outgoing traffic, and changes three things:
 
 * reads: ``recv()`` fills a 64 KiB buffer and paho's small reads are served from it; one
-  wake-up of the network thread handles every complete packet in it;
+  wake-up of the network thread handles every complete packet in it, and at most
+  :data:`READS_PER_WAKE` buffers: a feed that never pauses (a backlog, a full in-flight window
+  sent at once) must not keep the thread reading while the acknowledgements it queued, its
+  pings and its keepalive check wait for the read to end;
 * publishes (QoS 0/1, when ``on_raw_message`` is set): decoded by hand to
-  ``(mid, qos, topic, payload)``; MQTT 5 properties are skipped (ingest reads none);
+  ``(mid, qos, topic, payload)``; MQTT 5 properties are skipped (ingest reads none), so a
+  publish whose topic is only a topic alias (property 0x23) cannot be resolved: it is refused
+  as a protocol error (citybrain never allows aliases: no Topic Alias Maximum in CONNECT means
+  0 [MQTT-3.2.2-17]), as is QoS 3 [MQTT-3.3.1-4];
 * acks: :meth:`ack_many` queues the PUBACKs of a burst as one write, in the order given.
 
 QoS 2 publishes and every other packet go through paho unchanged.
@@ -31,6 +37,9 @@ from paho.mqtt.enums import MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.exception import MalformedPacket
 
 READ_SIZE = 1 << 16
+#: socket reads (of READ_SIZE) per wake-up of the network thread, 1 MiB: then back to select()
+#: and paho's writes (the acknowledgements), keepalive and pings, and on with the rest
+READS_PER_WAKE = 16
 PUBACK = 0x40
 #: a PUBACK is 0x40, remaining length 2, then the packet id: one big-endian 32-bit word
 _PUBACK_WORD = 0x4002_0000
@@ -56,12 +65,16 @@ def decode_publish(header: int, body: bytes | bytearray, v5: bool) -> tuple[int,
 
     Raises MalformedPacket as paho's decoder does (the connection is then dropped)."""
     qos = (header & 0x06) >> 1
+    if qos == 3:
+        raise MalformedPacket("QoS 3")
     try:
         tlen = (body[0] << 8) | body[1]
         pos = 2 + tlen
         topic = bytes(body[2:pos])
-        if len(topic) != tlen or (not v5 and not tlen):
+        if len(topic) != tlen:
             raise MalformedPacket("bad topic length")
+        if not tlen:  # MQTT 5 allows it with a topic alias, which this client never allows
+            raise MalformedPacket("empty topic (a topic alias?)")
         mid = 0
         if qos:
             mid = (body[pos] << 8) | body[pos + 1]
@@ -87,12 +100,16 @@ class BurstClient(mqtt.Client):
         self._rbuf = b""
         self._rpos = 0
         self._rsock = None  # the socket the buffer was read from: a new connection starts empty
+        self._reads_left = READS_PER_WAKE
 
     def _buffered(self) -> bool:
         return self._rpos < len(self._rbuf) and self._rsock is self._sock
 
     def _sock_recv(self, bufsize: int) -> bytes:
         if not self._buffered():
+            if self._reads_left <= 0:  # paho keeps the partial packet; select() sees the rest
+                raise BlockingIOError
+            self._reads_left -= 1
             data = super()._sock_recv(READ_SIZE)  # BlockingIOError etc. propagate as in paho
             if not data:
                 return data  # connection closed
@@ -102,11 +119,13 @@ class BurstClient(mqtt.Client):
         return self._rbuf[pos:pos + bufsize]
 
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
-        """Every complete packet of the buffer (at least one read); returns with it empty, so the
-        next ``select()`` sees exactly what the socket still holds.
+        """Every complete packet of up to READS_PER_WAKE buffers; returns with the buffer empty,
+        so the next ``select()`` sees exactly what the socket still holds (a packet cut at the
+        last buffer's end waits in paho's ``_in_packet``, as after any short read).
 
         (paho's reader also answers "again" after 100 reads of one large packet even when the
         buffer holds the rest: reading goes on then, as nothing would wake the thread for it.)"""
+        self._reads_left = READS_PER_WAKE
         while True:
             if self._sock is None:
                 return MQTTErrorCode.MQTT_ERR_NO_CONN
@@ -128,7 +147,14 @@ class BurstClient(mqtt.Client):
         return MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def ack_many(self, mids: Iterable[int]) -> None:
-        """Acknowledge QoS 1 messages (manual acks) with one queued write, in the order given."""
+        """Acknowledge QoS 1 messages (manual acks) with one queued write, in the order given.
+
+        From any thread, as paho's ``publish()``: one append to paho's ``_out_packet`` deque and
+        a wake of its network thread (``loop_start``), which writes it. PUBACKs queued when the
+        connection drops are discarded by paho's reconnect (the broker re-sends those
+        messages); ones queued after it go out on the new connection, right for a resumed
+        session (same packet ids), while for a session the broker lost they could acknowledge
+        a new message that reuses the id."""
         words = [_PUBACK_WORD | mid for mid in mids]
         if words:
             self._packet_queue(PUBACK, struct.pack(f">{len(words)}I", *words), 0, 1)
