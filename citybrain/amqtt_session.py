@@ -17,12 +17,19 @@ of that reliably:
   the embedded broker is anonymous by default (see ``citybrain.amqtt_plugins``).
 - Nothing bounds the in-flight window, and messages queued for an offline session are sent
   back with the retain flag set and waited on before the session's SUBSCRIBEs are served.
+- A persistent CONNECT within the second after a clean session of the same client id ended
+  resumes that clean session (session present, still flagged clean), which is then forgotten,
+  with what arrived for it, at the next disconnect.
+- A persistent session that expires (``session_expiry_interval``, 1 h in citybrain) or is
+  there when the broker stops goes with whatever it still owed its client, without a word.
 
 :class:`DurableBroker` replaces that with one outbox per session (``session.attributes``): QoS 1
 messages are queued there, a pump per connection sends them while fewer than
 :data:`MAX_INFLIGHT` wait for a PUBACK, and a message leaves ``inflight_out`` only on its PUBACK.
 On reconnect the unacknowledged ones go out again first (same packet ids, DUP set), then the
-outbox. QoS 0 and QoS 2 keep amqtt's own flows (citybrain publishes and subscribes at QoS 1).
+outbox. A leftover clean session is not resumed, and a discarded persistent session is logged
+with the count of what it still owed. QoS 0 and QoS 2 keep amqtt's own flows (citybrain
+publishes and subscribes at QoS 1).
 The broker itself stays in memory: a kill -9 of the broker process loses what it held.
 """
 
@@ -103,7 +110,9 @@ class DurableProtocolHandler(BrokerProtocolHandler):
         flows as amqtt does them."""
         session = self.session
         for message in list(session.inflight_out.values()):
-            if message.qos == QOS_1:
+            # a PUBACK read meanwhile (a client may ack on this connection what it got on the
+            # last) took it out: re-sent, it would be a duplicate and an ack for an unknown id
+            if message.qos == QOS_1 and session.inflight_out.get(message.packet_id) is message:
                 await self._send_packet(message.build_publish_packet(dup=True))
         others = [m for m in (*session.inflight_in.values(), *session.inflight_out.values()) if m.qos != QOS_1]
         if others:
@@ -143,8 +152,33 @@ class DurableBroker(Broker):
 
     async def _initialize_client_session(self, reader, writer, remote_address, remote_port):
         handler, session = await super()._initialize_client_session(reader, writer, remote_address, remote_port)
+        if session.parent and session.clean_session:
+            # a CONNECT to resume (a clean one deletes the old session first) found a clean
+            # session that ended with its connection [MQTT-3.1.2-6] but that amqtt removes only
+            # within the second: amqtt would resume it, session present, still flagged clean, so
+            # forgotten again at this client's next disconnect with what arrives meanwhile
+            # (what it owed the client goes; what the client published and was acked for stays
+            # in delivered_message_queue, which this connection's loop then broadcasts)
+            await self._del_all_subscriptions(session)
+            while not session.retained_messages.empty():
+                session.retained_messages.get_nowait()
+            session.inflight_out.clear()
+            outbox(session).clear()
+            session.clean_session, session.parent = False, 0
         # amqtt builds a stateless BrokerProtocolHandler from CONNECT; ours takes its place
         return DurableProtocolHandler(self.plugins_manager, loop=self._loop), session
+
+    async def _cleanup_session(self, client_id: str) -> None:
+        """amqtt forgets an expired persistent session (``session_expiry_interval``, or the broker
+        stopping) with whatever it still owed the client: said, with how much, not silently."""
+        session = self._sessions.get(client_id, (None, None))[0]
+        if session is not None and not session.clean_session:
+            sent = sum(1 for m in session.inflight_out.values() if m.qos == QOS_1)
+            queued = len(outbox(session))
+            if sent or queued:
+                log.warning("mqtt: session of client %s discarded with %d QoS 1 messages the client never "
+                            "acknowledged (%d sent, %d not yet sent)", client_id, sent + queued, sent, queued)
+        await super()._cleanup_session(client_id)
 
     async def _retain_broadcast_message(self, broadcast, qos, target_session) -> None:
         if qos != QOS_1:

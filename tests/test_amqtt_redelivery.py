@@ -11,6 +11,9 @@ leaves them.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import socket
 import struct
 import threading
@@ -19,7 +22,12 @@ import uuid
 
 import paho.mqtt.client as mqtt
 import pytest
+from amqtt.mqtt.constants import QOS_1
+from amqtt.session import OutgoingApplicationMessage, Session
 
+from citybrain.amqtt_session import DurableBroker, DurableProtocolHandler
+from citybrain.brokers import amqtt_config
+from tests.conftest import free_port, wait_port
 from tests.ingest_helpers import wait_for
 
 
@@ -27,11 +35,11 @@ class Subscriber:
     """A stock paho subscriber on a persistent session with manual acks: it acknowledges a
     message only when ``ack_if(index)`` says so (the index is the payload)."""
 
-    def __init__(self, broker: tuple[str, int], client_id: str, ack_if) -> None:
+    def __init__(self, broker: tuple[str, int], client_id: str, ack_if, clean: bool = False) -> None:
         self.ack_if, self.got, self.session_present = ack_if, [], None
         self.lock, self.connected = threading.Lock(), threading.Event()
         self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311,
-                             clean_session=False, manual_ack=True)
+                             clean_session=clean, manual_ack=True)
         self.c.on_connect = self._on_connect
         self.c.on_message = self._on_message
         self.c.connect(*broker, keepalive=30)
@@ -120,3 +128,98 @@ def test_resumed_session_gets_every_unacknowledged_and_queued_message(amqtt, ack
                         f"{len(missing & unacked)} delivered-not-acknowledged, {len(missing - unacked)} queued offline")
     finally:
         back.close()
+
+
+def test_a_clean_session_discards_what_the_persistent_one_was_owed(amqtt):
+    cid, topic = f"cleaned-{uuid.uuid4().hex[:8]}", f"t/{uuid.uuid4().hex[:8]}/x"
+    sub = Subscriber(amqtt, cid, lambda i: False)
+    sub.subscribe(topic)
+    publish(amqtt, topic, range(20))
+    wait_for(lambda: sub.indices() >= set(range(20)), 20)
+    sub.die()
+    publish(amqtt, topic, range(20, 30))  # queued for the persistent session
+    clean = Subscriber(amqtt, cid, lambda i: True, clean=True)  # [MQTT-3.1.2-6]: state discarded
+    try:
+        assert clean.session_present is False
+        time.sleep(1.0)
+        assert clean.indices() == set()  # neither the unacknowledged nor the queued ones
+    finally:
+        clean.close()
+    # persistent again, at once (amqtt forgets a disconnected clean session only within a second):
+    # a new session, nothing left over, and kept this time
+    again = Subscriber(amqtt, cid, lambda i: False)
+    again.subscribe(topic)
+    assert again.session_present is False
+    publish(amqtt, topic, range(100, 110))
+    wait_for(lambda: again.indices() >= set(range(100, 110)), 20)
+    assert again.indices() == set(range(100, 110))
+    again.die()
+    time.sleep(2.5)  # past amqtt's sweep of disconnected clean sessions
+    publish(amqtt, topic, range(110, 120))
+    back = Subscriber(amqtt, cid, lambda i: True)
+    try:
+        assert back.session_present
+        wait_for(lambda: back.indices() >= set(range(100, 120)), 20)
+    finally:
+        back.close()
+
+
+@contextlib.contextmanager
+def broker_in_this_process(**config):
+    """The embedded broker on a loop in a thread, with amqtt settings a test can shorten."""
+    port, loop = free_port(), asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    async def start() -> DurableBroker:
+        broker = DurableBroker({**amqtt_config(port), **config})
+        await broker.start()
+        return broker
+
+    broker = asyncio.run_coroutine_threadsafe(start(), loop).result(20)
+    try:
+        wait_port(port)
+        yield ("127.0.0.1", port)
+    finally:
+        asyncio.run_coroutine_threadsafe(broker.shutdown(), loop).result(20)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+
+
+def test_an_expired_session_is_not_discarded_silently_with_what_it_was_owed(caplog):
+    cid, topic = f"expiring-{uuid.uuid4().hex[:8]}", f"t/{uuid.uuid4().hex[:8]}/x"
+    with caplog.at_level(logging.WARNING, logger="citybrain.amqtt_session"), \
+            broker_in_this_process(session_expiry_interval=1) as broker:
+        sub = Subscriber(broker, cid, lambda i: i < 10)
+        sub.subscribe(topic)
+        publish(broker, topic, range(30))
+        wait_for(lambda: sub.indices() >= set(range(30)), 20)
+        time.sleep(0.3)  # its acks of 0..9 are in
+        sub.die()
+        publish(broker, topic, range(30, 45))  # queued for the session while it is away
+        said = f"session of client {cid} discarded with 35 QoS 1 messages the client never acknowledged " \
+               "(20 sent, 15 not yet sent)"
+        wait_for(lambda: said in caplog.text, 20)
+
+
+def test_a_message_acknowledged_while_a_resumed_session_is_re_sent_to_is_not_sent_again():
+    sent: list[tuple[int, bool]] = []
+
+    async def run() -> None:
+        session = Session()
+        session.client_id = "resumed"
+        for i in (1, 2, 3):
+            session.inflight_out[i] = OutgoingApplicationMessage(i, "t/x", QOS_1, str(i).encode(), False)
+        handler = DurableProtocolHandler(None, session)
+
+        async def send(packet) -> None:
+            sent.append((packet.packet_id, packet.dup_flag))
+            if packet.packet_id == 1:  # the PUBACK of 2 is read while 1 is written
+                del session.inflight_out[2]
+            await asyncio.sleep(0)
+
+        handler._send_packet = send
+        await handler._retry_deliveries()
+
+    asyncio.run(run())
+    assert sent == [(1, True), (3, True)]
