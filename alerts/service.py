@@ -7,6 +7,7 @@ records; replays are harmless because handling a warning or a unit report is ide
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -33,15 +34,22 @@ log = logging.getLogger("alerts")
 FETCH_WAIT_MS = 20
 
 
+class Stopping(Exception):
+    """Shutdown was asked while a record waited for the store: it stays uncommitted in Kafka."""
+
+
 class StoreGate:
     """Holds the consumer on the record it is at while the incident store is unavailable.
 
     Kafka is the buffer: nothing after the record is read and no offset is committed until the
     store has it, so an outage of PostgreSQL (or a full disk under SQLite) delays incidents and
-    loses none. The outage shows in the component's health as ``degraded``.
+    loses none. The outage shows in the component's health as ``degraded``. A shutdown (SIGTERM
+    from ``citybrain up``) ends the wait at once with :class:`Stopping` instead of after the
+    outage: the held record is read again by the next run.
     """
 
-    def __init__(self, max_backoff_s: float = 5.0) -> None:
+    def __init__(self, stop: asyncio.Event, max_backoff_s: float = 5.0) -> None:
+        self.stop = stop
         self.down_since: float | None = None
         self.reason = ""
         self.outages = 0
@@ -57,7 +65,10 @@ class StoreGate:
                     self.down_since, self.outages = time.monotonic(), self.outages + 1
                     log.warning("%s; holding the input in Kafka and retrying", e)
                 self.reason = str(e)
-                await asyncio.sleep(backoff)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop.wait(), backoff)
+                if self.stop.is_set():
+                    raise Stopping from None
                 backoff = min(backoff * 2, self.max_backoff_s)
                 continue
             if self.down_since is not None:
@@ -76,8 +87,13 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     city = load_city(settings.city_file)
     await ensure_topics_async(settings)
     publisher = MqttPublisher(settings, f"citybrain-alerts-{os.getpid()}")
-    gate = StoreGate()
-    svc = await gate.call(lambda: IncidentService(settings, city, publisher=publisher))
+    gate = StoreGate(stop)
+    try:
+        svc = await gate.call(lambda: IncidentService(settings, city, publisher=publisher))
+    except Stopping:
+        log.info("stopped while the incident store was unavailable")
+        publisher.close()
+        return
     consumer = AIOKafkaConsumer(settings.topic("warnings"), settings.topic("units"), bootstrap_servers=settings.kafka,
                                 group_id=f"{settings.topic_prefix}-alerts", enable_auto_commit=False,
                                 auto_offset_reset="earliest", session_timeout_ms=10000, heartbeat_interval_ms=1000,
@@ -119,6 +135,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
                         log.error("bad record on %s: %s (%s)", tp.topic, e, truncate(m.value))
             if batch:
                 await consumer.commit()
+    except Stopping:  # nothing of this batch committed: what was stored is replayed (idempotent)
+        log.info("stopped while the incident store was unavailable; the held input stays in Kafka")
     finally:
         timer_task.cancel()
         await consumer.stop()

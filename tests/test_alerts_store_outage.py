@@ -26,6 +26,7 @@ from alerts.api import IncidentService
 from citybrain.city import load_city
 from citybrain.kafka import ensure_topics
 from citybrain.records import Evidence, Warning
+from citybrain.supervisor import STOP_TIMEOUT_S
 from tests.conftest import free_port, wait_port
 from tests.ingest_helpers import TINY, wait_for
 from tests.test_alerts_loop import produce
@@ -151,6 +152,46 @@ def test_postgres_crash_holds_warnings_in_kafka_then_catches_up_with_nothing_los
     assert sum(len(w) for _, _, w in incident_view(got)) == len(first) + len(second)  # every warning, once
     log = (tmp_path / "alerts.log").read_text()
     assert "holding the input in Kafka" in log and "incident store back after" in log
+
+
+def test_sigterm_while_the_database_is_down_stops_the_service_before_the_supervisor_kills_it(settings, postgres,
+                                                                                          tmp_path):
+    s = settings.replace(city_file=TINY, store_url=postgres.url)
+    ensure_topics(s)
+    held = warnings(6, 200)
+    stats = s.run_dir / "alerts.json"
+
+    def start(log: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "alerts"], env={**os.environ, **s.to_env()},
+                                stdout=open(tmp_path / log, "wb"), stderr=subprocess.STDOUT)
+
+    proc = start("alerts.log")
+    try:
+        wait_for(lambda: stats.exists() and json.loads(stats.read_text()).get("state") == "up", 60)
+        postgres.crash()
+        produce(s, "warnings", held)
+        wait_for(lambda: json.loads(stats.read_text()).get("state") == "degraded", 30)  # in its retry loop
+        proc.terminate()  # as `citybrain up` stops it; the supervisor kills after STOP_TIMEOUT_S
+        try:
+            code = proc.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the incident service ignored SIGTERM while its store was down")
+    finally:
+        proc.kill()
+    assert code == 0, (tmp_path / "alerts.log").read_text()[-3000:]
+
+    postgres.start()  # what it held is still in Kafka, uncommitted: the next run handles it
+    stats.unlink()
+    again = start("alerts2.log")
+    try:
+        wait_for(lambda: stats.exists() and json.loads(stats.read_text()).get("warnings_in") == len(held), 60)
+    finally:
+        again.terminate()
+        again.wait(20)
+    reference = IncidentService(settings.replace(city_file=TINY, data_dir=tmp_path / "ref"), load_city(TINY))
+    for w in held:
+        reference.handle_warning(w)
+    assert incident_view(IncidentService(s, load_city(TINY))) == incident_view(reference)
 
 
 def test_the_api_answers_503_while_the_database_is_down_and_recovers_by_itself(settings, postgres, tmp_path):
