@@ -47,7 +47,18 @@ def write_stats(run_dir: Path, name: str, stats: dict[str, Any]) -> bool:
     return True
 
 
+def write_error(run_dir: Path) -> str | None:
+    """Why this process cannot write its heartbeat into ``run_dir`` now (None when it can)."""
+    return next((why for target, why in _failing.items() if target.parent == run_dir), None)
+
+
 def read_all(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """Every heartbeat in ``run_dir``.
+
+    When this process (the command center, which beats there every second) cannot write there
+    either, a stale heartbeat gets ``heartbeat_error`` with the cause ("No space left on
+    device"): the component cannot say it, its file is what the disk refuses, and "no
+    heartbeat" alone sends an operator looking for a dead process."""
     out: dict[str, dict[str, Any]] = {}
     if not run_dir.is_dir():
         return out
@@ -56,6 +67,13 @@ def read_all(run_dir: Path) -> dict[str, dict[str, Any]]:
             out[p.stem] = json.loads(p.read_text())
         except (OSError, ValueError):
             continue
+    why = write_error(run_dir)
+    if why:
+        now = time.time()
+        for st in out.values():
+            if isinstance(st, dict) and not is_fresh(st, now):
+                st["heartbeat_error"] = (f"no heartbeat for {now - float(st.get('t', 0)):.0f} s: "
+                                         f"the data dir cannot be written ({why})")
     return out
 
 

@@ -24,7 +24,9 @@ from alerts.api import IncidentService
 from citybrain import health
 from citybrain.city import load_city
 from citybrain.kafka import ensure_topics
+from citybrain.settings import Settings
 from citybrain.timeseries import SqliteSeries
+from dashboard.data import build_health
 from tests.ingest_helpers import TINY, consume, publisher, start_ingest, stats, wait_for
 from tests.test_alerts_loop import produce
 from tests.test_alerts_store_outage import incident_view, warnings
@@ -108,6 +110,19 @@ def test_heartbeat_on_a_full_disk_is_logged_not_raised_and_resumes(disk, caplog)
     disk.free()
     assert health.write_stats(run, "probe", {"n": 4})
     assert json.loads((run / "probe.json").read_text())["n"] == 4
+
+
+def test_the_health_view_says_a_stale_heartbeat_is_the_full_disk_not_a_dead_process(disk):
+    s = Settings().replace(data_dir=disk.path / "data")
+    assert health.write_stats(s.run_dir, "alerts", {"state": "up", "t": time.time() - 60})  # its last beat
+    disk.fill()  # since then, the component's beats fail (it logs why, but the screen cannot see that log)
+    assert not health.write_stats(s.run_dir, "dashboard", {"state": "up"})  # the command center's own beat
+    h = build_health(s, time.time())
+    assert h["components"]["alerts"] == "down"
+    assert "No space left on device" in h["problems"]["alerts"] and "no heartbeat for" in h["problems"]["alerts"]
+    disk.free()
+    assert health.write_stats(s.run_dir, "dashboard", {"state": "up"})
+    assert "heartbeat_error" not in health.read_all(s.run_dir)["alerts"]  # once writable, only "no heartbeat"
 
 
 @pytest.mark.slow
