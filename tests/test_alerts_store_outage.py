@@ -194,6 +194,25 @@ def test_sigterm_while_the_database_is_down_stops_the_service_before_the_supervi
     assert incident_view(IncidentService(s, load_city(TINY))) == incident_view(reference)
 
 
+def test_sigterm_while_the_database_was_never_up_stops_the_service_promptly(settings, postgres, tmp_path):
+    s = settings.replace(city_file=TINY, store_url=postgres.url)
+    ensure_topics(s)
+    postgres.stop()  # down before the service starts: it waits to open its store
+    log = tmp_path / "alerts.log"
+    proc = subprocess.Popen([sys.executable, "-m", "alerts"], env={**os.environ, **s.to_env()},
+                            stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: "holding the input in Kafka" in log.read_text(), 60)
+        proc.terminate()
+        try:
+            code = proc.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the incident service ignored SIGTERM while waiting for its store to open")
+    finally:
+        proc.kill()
+    assert code == 0, log.read_text()[-3000:]
+
+
 def test_the_api_answers_503_while_the_database_is_down_and_recovers_by_itself(settings, postgres, tmp_path):
     import requests
 
