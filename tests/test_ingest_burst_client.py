@@ -140,7 +140,8 @@ def test_it_receives_over_tls(tls_broker, tmp_path):  # noqa: F811 - fixture
     pub = mqtt.make_client(s, f"tls-pub-{uuid.uuid4().hex[:8]}")
     try:
         mqtt.connect_and_wait(pub, s)
-        sent = [str(k).encode() * 50 for k in range(200)] + [b"x" * (2 * READ_SIZE + 3)]
+        # the large one spans more TLS records (16 KiB each, one per read) than one wake-up reads
+        sent = [str(k).encode() * 50 for k in range(200)] + [b"x" * (5 * READ_SIZE + 3)]
         for info in [pub.publish(topic, p, qos=1) for p in sent]:
             info.wait_for_publish(20)
         got = rx.wait_for(len(sent))
