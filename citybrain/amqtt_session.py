@@ -51,10 +51,15 @@ log = logging.getLogger(__name__)
 #: once Kafka has it and keeps up to 4 batches in flight: a smaller window starves it, as
 #: Mosquitto's default of 20 does. Also keeps packet ids (65,535) from running out.
 MAX_INFLIGHT = 10_000
-#: messages waiting per session beyond the window (Mosquitto's max_queued_messages in
-#: deploy/mosquitto/mosquitto.conf); newer ones are dropped with a warning when it is full
+#: messages held per session, in flight or waiting beyond the window (Mosquitto's
+#: max_queued_messages in deploy/mosquitto/mosquitto.conf); past it newer ones are dropped,
+#: counted and logged (as Mosquitto does; MQTT 3.1.1 has no way to refuse one). ~390 bytes each
+#: with a 200-byte payload (measured with tracemalloc), so ~0.4 GB for a full queue, held until
+#: the client returns or its session expires (citybrain.brokers.SESSION_EXPIRY_S)
 MAX_QUEUED = 1_000_000
 _OUTBOX = "citybrain.outbox"
+_DROPPED = "citybrain.dropped"  # dropped since the session began
+_DROPPING = "citybrain.dropping"  # dropped since the queue was last not full
 
 
 def outbox(session: Session) -> deque[OutgoingApplicationMessage]:
@@ -64,14 +69,17 @@ def outbox(session: Session) -> deque[OutgoingApplicationMessage]:
 
 def enqueue(session: Session, topic: str, data: bytes | bytearray, retain: bool) -> OutgoingApplicationMessage:
     message = OutgoingApplicationMessage(None, topic, QOS_1, data, retain)
-    box = outbox(session)
+    box, attrs = outbox(session), session.attributes
     if len(box) + len(session.inflight_out) >= MAX_QUEUED:
-        dropped = session.attributes.get("citybrain.dropped", 0) + 1
-        session.attributes["citybrain.dropped"] = dropped
-        if dropped == 1 or dropped % 10_000 == 0:
-            log.warning("mqtt: queue of client %s is full (%d): %d messages dropped",
-                        session.client_id, MAX_QUEUED, dropped)
+        attrs[_DROPPED] = attrs.get(_DROPPED, 0) + 1
+        dropping = attrs[_DROPPING] = attrs.get(_DROPPING, 0) + 1
+        if dropping == 1 or dropping % 10_000 == 0:
+            log.warning("mqtt: queue of client %s is full (%d messages): %d dropped so far",
+                        session.client_id, MAX_QUEUED, dropping)
         return message
+    if attrs.get(_DROPPING):  # the total of the episode, which the warnings above only sample
+        log.warning("mqtt: queue of client %s has room again; %d messages were dropped while it was full",
+                    session.client_id, attrs.pop(_DROPPING))
     box.append(message)
     return message
 
@@ -164,6 +172,7 @@ class DurableBroker(Broker):
                 session.retained_messages.get_nowait()
             session.inflight_out.clear()
             outbox(session).clear()
+            session.attributes.pop(_DROPPING, None)
             session.clean_session, session.parent = False, 0
         # amqtt builds a stateless BrokerProtocolHandler from CONNECT; ours takes its place
         return DurableProtocolHandler(self.plugins_manager, loop=self._loop), session

@@ -25,6 +25,7 @@ import pytest
 from amqtt.mqtt.constants import QOS_1
 from amqtt.session import OutgoingApplicationMessage, Session
 
+from citybrain import amqtt_session
 from citybrain.amqtt_session import DurableBroker, DurableProtocolHandler
 from citybrain.brokers import amqtt_config
 from tests.conftest import free_port, wait_port
@@ -200,6 +201,32 @@ def test_an_expired_session_is_not_discarded_silently_with_what_it_was_owed(capl
         said = f"session of client {cid} discarded with 35 QoS 1 messages the client never acknowledged " \
                "(20 sent, 15 not yet sent)"
         wait_for(lambda: said in caplog.text, 20)
+
+
+def test_past_the_window_messages_are_kept_in_order_and_past_the_queue_dropped_with_the_count_said(
+        caplog, monkeypatch):
+    monkeypatch.setattr(amqtt_session, "MAX_INFLIGHT", 20)  # the client holds 20 unacknowledged
+    monkeypatch.setattr(amqtt_session, "MAX_QUEUED", 100)  # and the broker 80 more for it
+    cid, topic = f"window-{uuid.uuid4().hex[:8]}", f"t/{uuid.uuid4().hex[:8]}/x"
+    with caplog.at_level(logging.WARNING, logger="citybrain.amqtt_session"), \
+            broker_in_this_process() as broker:
+        sub = Subscriber(broker, cid, lambda i: False)
+        sub.subscribe(topic)
+        publish(broker, topic, range(150))  # the last 50 do not fit
+        wait_for(lambda: len(sub.indices()) >= 20, 20)
+        time.sleep(0.5)
+        assert sub.indices() == set(range(20))  # the window, no more
+        sub.die()
+        back = Subscriber(broker, cid, lambda i: True)
+        try:
+            wait_for(lambda: len(back.got) >= 100, 20)
+            publish(broker, topic, range(200, 201))  # room again
+            wait_for(lambda: 200 in back.indices(), 20)
+            assert back.got == [*range(100), 200]  # the 20 again, then the 80 queued, in order
+        finally:
+            back.close()
+    assert f"queue of client {cid} is full (100 messages): 1 dropped so far" in caplog.text
+    assert f"queue of client {cid} has room again; 50 messages were dropped while it was full" in caplog.text
 
 
 def test_a_message_acknowledged_while_a_resumed_session_is_re_sent_to_is_not_sent_again():
