@@ -35,6 +35,11 @@ aiokafka.client.MetadataRequest = NoAutoCreateMetadataRequest
 
 #: The topics of the pipeline (names are ``{prefix}.{name}``).
 TOPICS = ("signals", "units", "warnings", "deadletter")
+#: The stream worker's state changelog: only each key's latest value matters, so production Kafka
+#: compacts it (restart reads stay bounded by the number of keys). Created with the others, so
+#: that whoever re-creates topics after an empty broker restart re-creates it too.
+STATE_TOPIC = "streams-state"
+COMPACTED = {STATE_TOPIC}
 
 
 def partition_for(grid: str, partitions: int) -> int:
@@ -43,7 +48,15 @@ def partition_for(grid: str, partitions: int) -> int:
 
 
 def topic_names(settings: Settings, extra: Iterable[str] = ()) -> list[str]:
-    return [settings.topic(t) for t in TOPICS] + list(extra)
+    names = [settings.topic(t) for t in (*TOPICS, *sorted(COMPACTED))]
+    return names + [n for n in extra if n not in names]
+
+
+def new_topic(settings: Settings, name: str) -> NewTopic:
+    """``name`` with the pipeline's partition count; compacted if it is a changelog."""
+    compacted = {settings.topic(t) for t in COMPACTED}
+    configs = {"cleanup.policy": "compact"} if name in compacted else {}
+    return NewTopic(name, settings.partitions, 1, topic_configs=configs)
 
 
 async def ensure_topics_async(settings: Settings, extra: Iterable[str] = (), timeout_s: float = 30.0) -> list[str]:
@@ -62,7 +75,7 @@ async def ensure_topics_async(settings: Settings, extra: Iterable[str] = (), tim
             missing = [n for n in names if n not in existing]
             if missing:
                 try:
-                    await admin.create_topics([NewTopic(n, settings.partitions, 1) for n in missing])
+                    await admin.create_topics([new_topic(settings, n) for n in missing])
                 except TopicAlreadyExistsError:
                     pass
                 log.info("created topics %s", missing)

@@ -25,7 +25,7 @@ from faust.transport.drivers import aiokafka as faust_kafka
 
 from citybrain.city import load_city
 from citybrain.health import write_stats
-from citybrain.kafka import ensure_topics
+from citybrain.kafka import STATE_TOPIC, ensure_topics
 from citybrain.logs import truncate
 from citybrain.records import SignalBatch
 from citybrain.settings import Settings
@@ -33,7 +33,6 @@ from streams.core import StreamCore
 
 log = logging.getLogger(__name__)
 
-STATE_TOPIC = "streams-state"
 #: wall seconds between checkpoints of a partition's learned state (episode changes go at once)
 CHECKPOINT_S = 5.0
 
