@@ -41,7 +41,7 @@ from ingest.edge import INPUT_TOPICS, Edge
 log = logging.getLogger("ingest")
 
 DEADLETTER_FILE_MAX = 50 * 1024 * 1024
-#: batches produced to Kafka but not yet acknowledged there (parsing goes on meanwhile)
+#: batches parsed ahead while a burst waits for Kafka's acks (the next burst takes them all)
 MAX_BATCHES_IN_FLIGHT = 4
 #: seconds to wait for Kafka's acks of one attempt before treating the missing ones as failed
 SEND_TIMEOUT_S = 30.0
@@ -165,21 +165,15 @@ class Ingest:
         self.client.loop_start()
         stats_task = asyncio.create_task(self._stats_loop())
         series_task = asyncio.create_task(self._series_loop())
-        inflight: deque[asyncio.Task] = deque()
-        sent: asyncio.Future | None = None  # the newest batch's records are in Kafka
+        prepared: asyncio.Queue = asyncio.Queue(maxsize=MAX_BATCHES_IN_FLIGHT)
+        sender = asyncio.create_task(self._send_loop(prepared))
         try:
             while not (self.stopping.is_set() and not self.inbox):
                 batch = await self._gather()
-                if batch:
-                    # parse this batch while the previous ones wait for Kafka; sends and acks
-                    # stay in order
-                    prev, after, sent = (inflight[-1] if inflight else None), sent, self.loop.create_future()
-                    inflight.append(asyncio.create_task(self._deliver(self._prepare(batch), prev, after, sent)))
-                limit = 1 if self.stats.kafka_error else MAX_BATCHES_IN_FLIGHT  # failing: one at a time
-                while inflight and (inflight[0].done() or len(inflight) > limit):
-                    await inflight.popleft()
-            while inflight:
-                await inflight.popleft()
+                if batch:  # parsed while the sender waits for Kafka's acks of the batches before it
+                    await self._hand_over(prepared, self._prepare(batch), sender)
+            await self._hand_over(prepared, None, sender)
+            await sender
         finally:
             stats_task.cancel()
             await self.series_queue.put(None)
@@ -273,29 +267,46 @@ class Ingest:
             sends.append((self.settings.topic("deadletter"), dl.encode(), (dl.device or dl.topic).encode(), None))
         return items, sends, dead, rows
 
-    async def _deliver(self, prepared: tuple, previous: asyncio.Task | None, after: asyncio.Future | None,
-                       sent: asyncio.Future) -> None:
-        """Produce a prepared batch once the one before it is in Kafka (``after``; then ``sent``),
-        then, after the batches before it, acknowledge its messages."""
-        items, sends, dead, rows = prepared
-        try:
-            if after is not None:
-                await after
-            await self._send_all(sends)
-        except BaseException as e:  # the batches behind it must not go first, nor wait forever
-            if isinstance(e, asyncio.CancelledError):
-                sent.cancel()
-            else:
-                sent.set_exception(e)
-            raise
-        sent.set_result(None)
-        if previous is not None:
-            await previous  # MQTT wants acknowledgements in the order the messages came
+    @staticmethod
+    async def _hand_over(queue: asyncio.Queue, item: tuple | None, sender: asyncio.Task) -> None:
+        """Queue a prepared batch for the sender (waits while it is full); a sender that died
+        (a bug) raises here instead of leaving the loop waiting for room forever."""
+        put = asyncio.ensure_future(queue.put(item))
+        await asyncio.wait({put, sender}, return_when=asyncio.FIRST_COMPLETED)
+        if not put.done():
+            put.cancel()
+            sender.result()
+
+    async def _send_loop(self, queue: asyncio.Queue) -> None:
+        """Send what is prepared in bursts, one burst in Kafka at a time, then acknowledge it.
+
+        A burst is every batch prepared while the previous burst waited for its acks, so the
+        rate adapts to Kafka's round trip. One burst at a time keeps order across an outage:
+        with several sends in aiokafka at once, the oldest expired first and was re-sent after
+        younger ones that aiokafka still held had landed; in a fast replay the watermark then
+        passed the older readings and their devices looked silent (extra device_offline
+        incidents). Within one burst, all records are queued together and fail together.
+        """
+        while True:
+            burst = [await queue.get()]
+            while not queue.empty():
+                burst.append(queue.get_nowait())
+            batches = [b for b in burst if b is not None]
+            if batches:
+                await self._send_all([rec for _, sends, _, _ in batches for rec in sends])
+                for b in batches:
+                    await self._acknowledge(b)
+            if burst[-1] is None:
+                return
+
+    async def _acknowledge(self, prepared: tuple) -> None:
+        """With Kafka's acks for a batch in hand: keep its dead letters, acknowledge its MQTT
+        messages (one write), queue its readings for the time-series store."""
+        items, _, dead, rows = prepared
         for dl, payload in dead:
             self.stats.reject(dl, payload)
         if dead:
             await asyncio.to_thread(self._keep_dead_letters, [dl for dl, _ in dead])
-        # only now, with Kafka's acks in hand, acknowledge the MQTT messages (one write)
         self.client.ack_many([mid for mid, qos, *_ in items if qos == 1])
         for mid, qos, *_ in items:
             if qos == 2:
@@ -315,12 +326,6 @@ class Ingest:
 
     async def _send_all(self, sends: list[tuple]) -> None:
         """Produce every record and wait for the acks; on failure retry (never ack unsent data).
-
-        The caller sends one batch at a time, so order survives an outage. With several batches
-        in aiokafka at once, the oldest expired first and was re-sent after younger ones that
-        aiokafka still held had landed; in a fast replay the watermark then passed the older
-        readings and their devices looked silent (extra device_offline incidents). Parsing still
-        runs ahead of Kafka (MAX_BATCHES_IN_FLIGHT batches).
 
         A retry first lets every record of the failed attempt settle (it must not race the
         re-send), then creates the topics (a restarted embedded broker comes back empty), then
