@@ -9,7 +9,7 @@ Runs, in one go, against a private tansu broker:
 Steps 1 and 3 run once per stream-core engine (``--engines scalar,vector``: one numpy SensorBank
 per partition vs one scalar Monitor per device), each on its own topics, in the same run.
 
-Usage: python bench/bench_detect.py [--readings N] [--devices D] [--engines scalar,vector]
+Usage: python bench/bench_detect.py [--readings N] [--devices D] [--engines scalar,vector] [--feed city|n50]
 """
 
 from __future__ import annotations
@@ -44,17 +44,44 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def feed(settings: Settings, n: int, devices: int, batch: int = 2000) -> dict[int, list[SignalBatch]]:
-    """Normal readings of ``devices`` sensors, one per minute each, cut into batches per partition."""
+#: the realistic feed's anomalies: this many sensors with limits go above their alarm limit for
+#: ANOMALY_MIN minutes each, one after the other
+ANOMALIES, ANOMALY_MIN = 10, 20
+
+
+def feed(settings: Settings, n: int, devices: int, batch: int = 2000, kind: str = "city"
+         ) -> dict[int, list[SignalBatch]]:
+    """Readings of ``devices`` sensors, one per minute each, cut into batches per partition.
+
+    ``kind="city"``: each sensor's normal day (``simulators.model.normal_value``, its level and
+    daily rhythm, unrounded noise), inside its limits, except ANOMALIES sensors that each cross
+    their alarm limit for ANOMALY_MIN minutes. ``kind="n50"`` (the feed before 2026-12-02): N(50, 1)
+    for every sensor, which puts the water-level and rainfall sensors above their alarm limits
+    for the whole run, so nearly every batch moves some episode (an urgent checkpoint).
+    """
+    from simulators.model import normal_value
+
     city = load_city(settings.city_file)
     sensors = [d for d in city.devices.values() if d.kind != "camera"][:devices]
     rng = np.random.default_rng(0)
+    noise = rng.normal(0, 1, n)
+    minutes = max(1, n // len(sensors))
+    limited = [i for i, d in enumerate(sensors) if d.limit("alarm") is not None]
+    anomaly = {limited[k * len(limited) // ANOMALIES]: (minutes * (k + 1) // (ANOMALIES + 1))
+               for k in range(min(ANOMALIES, len(limited)))}  # sensor -> minute its anomaly starts
     rows: dict[int, list[tuple]] = {}
     for i in range(n):
-        d = sensors[i % len(sensors)]
-        t = T0 + 60.0 * (i // len(sensors))
+        k = i % len(sensors)
+        d, minute = sensors[k], i // len(sensors)
+        t = T0 + 60.0 * minute
+        if kind == "n50":
+            v = 50.0 + float(noise[i])
+        else:
+            v = normal_value(d.kind, t, float(noise[i]))
+            if 0 <= minute - anomaly.get(k, n) < ANOMALY_MIN:
+                v = d.limit("alarm") * 1.2
         rows.setdefault(partition_for(d.area, settings.partitions), []).append(
-            (d.id, d.kind, d.area, t, float(rng.normal(50, 1)), f"{d.id}|{t}"))
+            (d.id, d.kind, d.area, t, v, f"{d.id}|{t}"))
     out: dict[int, list[SignalBatch]] = {}
     for p, rs in rows.items():
         for i in range(0, len(rs), batch):
@@ -155,6 +182,8 @@ def main() -> int:
     ap.add_argument("--readings", type=int, default=200_000)
     ap.add_argument("--devices", type=int, default=1000)
     ap.add_argument("--per-event-readings", type=int, default=50_000)
+    ap.add_argument("--feed", default="city", choices=("city", "n50"),
+                    help="city: each sensor's normal day and a few anomalies; n50: N(50, 1) everywhere")
     ap.add_argument("--engines", default="scalar,vector", help="stream-core engines to measure, comma-separated")
     ap.add_argument("--per-event-agent", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -176,7 +205,7 @@ def main() -> int:
                                           topic_prefix=f"b{uuid.uuid4().hex[:8]}", partitions=1,
                                           streams_engine=engine)
             ensure_topics(settings, extra=[changelog_topic(settings), settings.topic("readings")], timeout_s=60)
-            batches = feed(settings, a.readings, a.devices)
+            batches = feed(settings, a.readings, a.devices, kind=a.feed)
 
             core = StreamCore(settings, load_city(settings.city_file))
             t0 = time.perf_counter()

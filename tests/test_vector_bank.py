@@ -151,8 +151,17 @@ def first_difference(a: list[Finding], b: list[Finding]) -> str:
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3, 4])
-def test_bank_gives_the_scalar_findings_and_state(seed):
+def test_bank_gives_the_scalar_findings_and_state(seed, monkeypatch):
+    spans = {True: 0, False: 0}  # rounds over consecutive rows (sliced) and over others (gathered)
+    step = SensorBank._round
+
+    def counted(self, r, *a):
+        spans[bool(r[-1] - r[0] + 1 == r.size)] += 1
+        return step(self, r, *a)
+
+    monkeypatch.setattr(SensorBank, "_round", counted)
     run = run_both(make_feed(seed))
+    assert spans[True] > 10 and spans[False] > 10, spans
     scalar, vector, monitors, bank, rows = run.scalar, run.vector, run.monitors, run.bank, run.rows
     assert scalar == vector, first_difference(scalar, vector)
     assert_states(monitors, bank, rows)

@@ -175,8 +175,11 @@ class SensorBank:
 
     def _round(self, r: np.ndarray, pos: np.ndarray, t: np.ndarray, x: np.ndarray, out: list) -> None:
         """One reading of each of the devices ``r`` (distinct), exactly as ``Monitor.step``."""
-        S = self.s.take(r, axis=1)  # copies, written back at the end of the round
-        E = self.ep.take(r, axis=2)
+        lo, hi = int(r[0]), int(r[-1]) + 1
+        span = hi - lo == r.size  # rows lo..hi-1 (rows are distinct and in order): the common round
+        # copies, written back at the end of the round (slices of a span: ~10x cheaper than gathers)
+        S = self.s[:, lo:hi].copy() if span else self.s.take(r, axis=1)
+        E = self.ep[:, :, lo:hi].copy() if span else self.ep.take(r, axis=2)
         flat = self.bl.reshape(3, -1, copy=False)  # a view (row, slot) -> row * _BL + slot: fast to index
         cells = r[:, None] * _BL + self._slots(t)
         B = flat.take(cells, axis=1)
@@ -188,9 +191,14 @@ class SensorBank:
             learn = (scores < 0.5) | (S[F.run] > RELEARN_AFTER) | ~GUARDED[:, None]
             self._learn(S, B, c, t, x, learn)
             self._seen(S, t)
-        self.s[:, r] = S
-        flat[:, cells] = B
-        self.ep[:, :, r[moves.at]] = E[:, :, moves.at]  # the other episodes did not move
+        if span:
+            self.s[:, lo:hi] = S
+        else:  # flat indices: ``self.s[:, r] = S`` is ~5x slower
+            _flat(self.s)[r + np.arange(0, self.s.size, self.s.shape[1])[:, None]] = S
+        _flat(self.bl)[cells + np.arange(0, self.bl.size, flat.shape[1])[:, None, None]] = B  # (as above)
+        if moves.at.size:  # the other episodes did not move
+            at = moves.at
+            _flat(self.ep)[r[at] + np.arange(0, self.ep.size, self.ep.shape[2])[:, None]] = E[:, :, at].reshape(-1, at.size)
         self._episode_findings(r, pos, t, x, scores, moves, c, out)
 
     def _slots(self, t: np.ndarray) -> np.ndarray:
@@ -354,8 +362,11 @@ class SensorBank:
 
     def sweep(self, watermark: float, rows: np.ndarray | None = None) -> tuple[list[int], list[Finding]]:
         """:meth:`silence_started`, also giving the row of each finding."""
-        rows = np.arange(len(self)) if rows is None else np.asarray(rows, dtype=np.int64)
-        S = self.s[:, rows]
+        if rows is None:  # every row: a view (only F.silent is written below, after S is read)
+            rows, S = np.arange(len(self)), self.s[:, :len(self)]
+        else:
+            rows = np.asarray(rows, dtype=np.int64)
+            S = self.s[:, rows]
         known, deadline = self._deadline(S)
         fire = np.flatnonzero(known & ~(watermark < deadline) & ~(S[F.silent] == S[F.cad_last]))
         if fire.size == 0:
@@ -366,8 +377,9 @@ class SensorBank:
 
     def pending(self, rows: np.ndarray | None = None) -> np.ndarray:
         """Monitor.pending per row (every row, or ``rows``): some episode is about to open."""
-        e = self.ep[:, :, :len(self)] if rows is None else self.ep[:, :, rows]
-        return (~np.isnan(e[episodes.PENDING_SINCE]) & np.isnan(e[episodes.OPEN_SINCE])).any(axis=0)
+        sel = slice(None, len(self)) if rows is None else rows
+        ps, os_ = self.ep[episodes.PENDING_SINCE][:, sel], self.ep[episodes.OPEN_SINCE][:, sel]
+        return (~np.isnan(ps) & np.isnan(os_)).any(axis=0)
 
     def last_seen(self, row: int) -> float | None:
         """The cadence's last event time (what the core's ``_last_seen`` reads)."""
@@ -453,6 +465,13 @@ def _config(m: Monitor) -> tuple:
         elif isinstance(d, RateOfChange):
             out += [d.limit, d.warmup, d.rates.alpha, d.rates.clip]
     return tuple(out)
+
+
+def _flat(a: np.ndarray) -> np.ndarray:
+    """A 1-d view of ``a`` (raises rather than copy: writes through it must land in ``a``)."""
+    v = a.view()
+    v.shape = (a.size,)
+    return v
 
 
 def _robust_learn(S: np.ndarray, f: int, gate: np.ndarray, x: np.ndarray, alpha: float, clip: float) -> None:
