@@ -153,8 +153,9 @@ class BurstClient(mqtt.Client):
         a wake of its network thread (``loop_start``), which writes it. PUBACKs queued when the
         connection drops are discarded by paho's reconnect (the broker re-sends those
         messages); ones queued after it go out on the new connection, right for a resumed
-        session (same packet ids), while for a session the broker lost they could acknowledge
-        a new message that reuses the id."""
+        session (same packet ids); for a session the broker lost they could acknowledge a new
+        message that reuses the id, so ingest drops acks of messages from before such a
+        connection (``Ingest._session``)."""
         words = [_PUBACK_WORD | mid for mid in mids]
         if words:
             self._packet_queue(PUBACK, struct.pack(f">{len(words)}I", *words), 0, 1)

@@ -103,6 +103,7 @@ class Ingest:
         self._wake_pending = False
         self.loop: asyncio.AbstractEventLoop | None = None
         self.series_queue: asyncio.Queue = asyncio.Queue(maxsize=SERIES_BACKLOG)
+        self._session = 0  # MQTT sessions so far: a message is acknowledged only in its own
         self._partition_of: dict[str, int] = {}  # grid -> Kafka partition, computed once per grid
         self.stopping = asyncio.Event()
         self.client = mqtt.make_client(settings, settings.ingest_client_id, clean_start=False, manual_ack=True,
@@ -125,6 +126,10 @@ class Ingest:
         if self.stats.mqtt_error:
             log.warning("MQTT broker back; resuming the persistent session")
         self.stats.mqtt_error = ""
+        if not getattr(flags, "session_present", False):
+            # a new session: packet ids of messages taken before it may be reused by new
+            # messages, so acknowledgements for those must not go out (the broker forgot them)
+            self._session += 1
         shared = mqtt.is_v5(self.settings)
         subs = [((f"$share/{self.settings.ingest_share_group}/{t}" if shared else t), 1) for t in INPUT_TOPICS]
         client.subscribe(subs)
@@ -138,7 +143,7 @@ class Ingest:
 
     def _on_raw_message(self, mid: int, qos: int, topic: str, payload: bytes) -> None:
         try:
-            self.inbox.append((mid, qos, topic, payload, time.time()))
+            self.inbox.append((mid, qos, topic, payload, time.time(), self._session))
             if not self._wake_pending:
                 self._wake_pending = True
                 self.loop.call_soon_threadsafe(self._wake.set)
@@ -221,7 +226,7 @@ class Ingest:
         rows = []
         if not self.stats.first_received_at:
             self.stats.first_received_at = items[0][4]
-        for _mid, _qos, topic, payload, received in items:
+        for _mid, _qos, topic, payload, received, _session in items:
             try:
                 parsed = self.edge.parse(topic, payload)
             except RejectedMessage as e:
@@ -307,9 +312,10 @@ class Ingest:
             self.stats.reject(dl, payload)
         if dead:
             await asyncio.to_thread(self._keep_dead_letters, [dl for dl, _ in dead])
-        self.client.ack_many([mid for mid, qos, *_ in items if qos == 1])
-        for mid, qos, *_ in items:
-            if qos == 2:
+        session = self._session
+        self.client.ack_many([mid for mid, qos, *_, s in items if qos == 1 and s == session])
+        for mid, qos, *_, s in items:
+            if qos == 2 and s == session:
                 self.client.ack(mid, qos)
         self.stats.acknowledged += len(items)
         self.stats.acknowledged_at = time.time()

@@ -164,3 +164,26 @@ def test_mqtt_broker_killed_mid_stream_ingest_reconnects_and_resumes(settings, t
         proc.terminate()
         proc.wait(30)
         mq.stop()
+
+
+def test_after_the_broker_lost_the_session_no_stale_acknowledgement_goes_out(settings):
+    """Messages taken before a connection whose CONNACK says no session present are never
+    acknowledged: the broker forgot them, and their packet ids may now name new messages that
+    are not in Kafka yet (acking those would lose them if ingest died next)."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from ingest.service import Ingest
+
+    ing = Ingest(settings.replace(city_file=TINY))
+    acked: list[int] = []
+    ing.client.ack_many = lambda mids: acked.extend(mids)
+    ing.client.subscribe = lambda subs: None
+    ing._on_connect(ing.client, None, SimpleNamespace(session_present=True), None)
+    old = (7, 1, "city/sensors/wl-0001", b"[]", time.time(), ing._session)
+    ing._on_connect(ing.client, None, SimpleNamespace(session_present=False), None)  # broker lost it
+    new = (7, 1, "city/sensors/wl-0001", b"[]", time.time(), ing._session)  # same packet id, new message
+    asyncio.run(ing._acknowledge(([old], [], [], [])))
+    assert acked == []
+    asyncio.run(ing._acknowledge(([new], [], [], [])))
+    assert acked == [7]
