@@ -39,7 +39,7 @@ TOPICS = ("signals", "units", "warnings", "deadletter")
 #: compacts it (restart reads stay bounded by the number of keys). Created with the others, so
 #: that whoever re-creates topics after an empty broker restart re-creates it too.
 STATE_TOPIC = "streams-state"
-COMPACTED = {STATE_TOPIC}
+COMPACTED = (STATE_TOPIC,)
 
 
 def partition_for(grid: str, partitions: int) -> int:
@@ -48,7 +48,7 @@ def partition_for(grid: str, partitions: int) -> int:
 
 
 def topic_names(settings: Settings, extra: Iterable[str] = ()) -> list[str]:
-    names = [settings.topic(t) for t in (*TOPICS, *sorted(COMPACTED))]
+    names = [settings.topic(t) for t in (*TOPICS, *COMPACTED)]
     return names + [n for n in extra if n not in names]
 
 

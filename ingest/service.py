@@ -42,7 +42,7 @@ log = logging.getLogger("ingest")
 
 DEADLETTER_FILE_MAX = 50 * 1024 * 1024
 #: batches parsed ahead while a burst waits for Kafka's acks (the next burst takes them all)
-MAX_BATCHES_IN_FLIGHT = 4
+MAX_BATCHES_AHEAD = 4
 #: seconds to wait for Kafka's acks of one attempt before treating the missing ones as failed
 SEND_TIMEOUT_S = 30.0
 #: batches of readings waiting for the time-series store before new ones are dropped (counted)
@@ -170,7 +170,7 @@ class Ingest:
         self.client.loop_start()
         stats_task = asyncio.create_task(self._stats_loop())
         series_task = asyncio.create_task(self._series_loop())
-        prepared: asyncio.Queue = asyncio.Queue(maxsize=MAX_BATCHES_IN_FLIGHT)
+        prepared: asyncio.Queue = asyncio.Queue(maxsize=MAX_BATCHES_AHEAD)
         sender = asyncio.create_task(self._send_loop(prepared))
         try:
             while not (self.stopping.is_set() and not self.inbox):

@@ -115,12 +115,28 @@ def incident_view(svc: IncidentService) -> list[tuple]:
     return sorted((i.event, i.area, tuple(sorted(i.warnings))) for i in svc.list_incidents("all"))
 
 
+def start_alerts(s, log: Path) -> subprocess.Popen:
+    """The incident service as `citybrain up` runs it, its output in ``log``."""
+    return subprocess.Popen([sys.executable, "-m", "alerts"], env={**os.environ, **s.to_env()},
+                            stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+
+
+def stop_as_the_supervisor_would(proc: subprocess.Popen, what: str) -> int:
+    """SIGTERM, then the supervisor's patience (STOP_TIMEOUT_S): the exit code, or fail with ``what``."""
+    proc.terminate()
+    try:
+        return proc.wait(STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the incident service ignored SIGTERM while {what}")
+    finally:
+        proc.kill()
+
+
 def test_postgres_crash_holds_warnings_in_kafka_then_catches_up_with_nothing_lost(settings, postgres, tmp_path):
     s = settings.replace(city_file=TINY, store_url=postgres.url)
     ensure_topics(s)
     first, second = warnings(12, 0), warnings(12, 12)
-    proc = subprocess.Popen([sys.executable, "-m", "alerts"], env={**os.environ, **s.to_env()},
-                            stdout=open(tmp_path / "alerts.log", "wb"), stderr=subprocess.STDOUT)
+    proc = start_alerts(s, tmp_path / "alerts.log")
     stats = s.run_dir / "alerts.json"
     try:
         wait_for(lambda: stats.exists() and json.loads(stats.read_text()).get("state") == "up", 60)
@@ -161,28 +177,19 @@ def test_sigterm_while_the_database_is_down_stops_the_service_before_the_supervi
     held = warnings(6, 200)
     stats = s.run_dir / "alerts.json"
 
-    def start(log: str) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "alerts"], env={**os.environ, **s.to_env()},
-                                stdout=open(tmp_path / log, "wb"), stderr=subprocess.STDOUT)
-
-    proc = start("alerts.log")
+    proc = start_alerts(s, tmp_path / "alerts.log")
     try:
         wait_for(lambda: stats.exists() and json.loads(stats.read_text()).get("state") == "up", 60)
         postgres.crash()
         produce(s, "warnings", held)
         wait_for(lambda: json.loads(stats.read_text()).get("state") == "degraded", 30)  # in its retry loop
-        proc.terminate()  # as `citybrain up` stops it; the supervisor kills after STOP_TIMEOUT_S
-        try:
-            code = proc.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            pytest.fail("the incident service ignored SIGTERM while its store was down")
     finally:
-        proc.kill()
+        code = stop_as_the_supervisor_would(proc, "its store was down")
     assert code == 0, (tmp_path / "alerts.log").read_text()[-3000:]
 
     postgres.start()  # what it held is still in Kafka, uncommitted: the next run handles it
     stats.unlink()
-    again = start("alerts2.log")
+    again = start_alerts(s, tmp_path / "alerts2.log")
     try:
         wait_for(lambda: stats.exists() and json.loads(stats.read_text()).get("warnings_in") == len(held), 60)
     finally:
@@ -199,17 +206,11 @@ def test_sigterm_while_the_database_was_never_up_stops_the_service_promptly(sett
     ensure_topics(s)
     postgres.stop()  # down before the service starts: it waits to open its store
     log = tmp_path / "alerts.log"
-    proc = subprocess.Popen([sys.executable, "-m", "alerts"], env={**os.environ, **s.to_env()},
-                            stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+    proc = start_alerts(s, log)
     try:
         wait_for(lambda: "holding the input in Kafka" in log.read_text(), 60)
-        proc.terminate()
-        try:
-            code = proc.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            pytest.fail("the incident service ignored SIGTERM while waiting for its store to open")
     finally:
-        proc.kill()
+        code = stop_as_the_supervisor_would(proc, "waiting for its store to open")
     assert code == 0, log.read_text()[-3000:]
 
 
