@@ -8,7 +8,9 @@ downstream by their identity. Nothing acknowledged is lost.
 Threads: paho's network loop (ingest's :class:`~ingest.burst_client.BurstClient`: buffered reads,
 hand-decoded publishes) appends raw messages to an inbox (its callback never raises); the asyncio
 side parses, batches per partition (columnar ``SignalBatch``), produces, awaits the Kafka acks,
-then acknowledges the batch's MQTT messages with one write.
+then acknowledges the batch's MQTT messages with one write. The acknowledged batches' readings go
+to the time-series store through a child process (:mod:`ingest.series_writer`: SQLite in a thread
+here convoyed with the parsing on the GIL).
 """
 
 from __future__ import annotations
@@ -34,9 +36,9 @@ from citybrain.kafka import ensure_topics_async, partition_for
 from citybrain.logs import truncate
 from citybrain.records import CameraCount, CameraEvent, DeadLetter, Presence, Reading, UnitStatus
 from citybrain.settings import Settings
-from citybrain.timeseries import open_writer
 from ingest.burst_client import BurstClient
 from ingest.edge import INPUT_TOPICS, Edge
+from ingest.series_writer import SeriesWriterProcess
 
 log = logging.getLogger("ingest")
 
@@ -45,7 +47,7 @@ DEADLETTER_FILE_MAX = 50 * 1024 * 1024
 MAX_BATCHES_AHEAD = 4
 #: seconds to wait for Kafka's acks of one attempt before treating the missing ones as failed
 SEND_TIMEOUT_S = 30.0
-#: batches of readings waiting for the time-series store before new ones are dropped (counted)
+#: batches of readings waiting for the time-series writer process before new ones are dropped (counted)
 SERIES_BACKLOG = 64
 
 
@@ -62,7 +64,7 @@ class Stats:
         self._rate: deque[tuple[float, int]] = deque(maxlen=20)
         self.kafka_error = ""  # set while Kafka refuses records: MQTT messages wait unacknowledged
         self.mqtt_error = ""  # set while the MQTT broker is out of reach (paho keeps reconnecting)
-        self.series_dropped = 0  # readings not written to the time-series store (it fell behind)
+        self.series_dropped = 0  # readings not written to the time-series store (it fell behind or died)
         self.acknowledged = 0  # MQTT messages acknowledged (their records were in Kafka first)
         self.first_received_at = 0.0  # when the first message arrived (epoch seconds)
         self.acknowledged_at = 0.0  # when the latest acknowledgement was sent
@@ -162,7 +164,7 @@ class Ingest:
     async def run(self) -> None:
         self.loop = asyncio.get_running_loop()
         await ensure_topics_async(self.settings)
-        self.series = await asyncio.to_thread(open_writer, self.settings)
+        self.series = await asyncio.to_thread(SeriesWriterProcess, self.settings)
         self.producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka, acks="all", linger_ms=5,
                                          max_request_size=8 * 1024 * 1024, request_timeout_ms=15000)
         await self.producer.start()
@@ -186,7 +188,7 @@ class Ingest:
             self.client.loop_stop()
             self.client.disconnect()
             await self.producer.stop()
-            self.series.close()
+            await asyncio.to_thread(self.series.close)
             self._write_stats()
 
     async def _gather(self) -> list[tuple]:
@@ -216,14 +218,14 @@ class Ingest:
             self._wake.clear()
         return True
 
-    def _prepare(self, items: list[tuple]) -> tuple[list[tuple], list[tuple], list, list]:
-        """Parse and validate a batch into Kafka records: (items, sends, dead letters, series rows)."""
+    def _prepare(self, items: list[tuple]) -> tuple[list[tuple], list[tuple], list, int]:
+        """Parse and validate a batch into Kafka records: (items, sends, dead letters, readings)."""
         P, partitions = self.settings.partitions, self._partition_of
         cols: dict[int, dict[str, list]] = defaultdict(lambda: defaultdict(list))
         events: dict[int, list[dict]] = defaultdict(list)
         units: list[UnitStatus] = []
         dead: list[tuple[DeadLetter, bytes]] = []
-        rows = []
+        readings = 0
         if not self.stats.first_received_at:
             self.stats.first_received_at = items[0][4]
         for _mid, _qos, topic, payload, received, _session in items:
@@ -253,7 +255,7 @@ class Ingest:
                     c["t"].append(r.t)
                     c["value"].append(r.value)
                     c["ids"].append(ids[i] if ids else r.id)
-                    rows.append((r.device, r.name, r.t, r.value))
+                    readings += 1
                 elif isinstance(r, (CameraEvent, CameraCount, Presence)):
                     events[partition_for(r.grid, P)].append(r.to_dict())
                 elif isinstance(r, UnitStatus):
@@ -270,7 +272,7 @@ class Ingest:
             sends.append((self.settings.topic("units"), u.encode(), u.unit.encode(), None))
         for dl, _ in dead:
             sends.append((self.settings.topic("deadletter"), dl.encode(), (dl.device or dl.topic).encode(), None))
-        return items, sends, dead, rows
+        return items, sends, dead, readings
 
     @staticmethod
     async def _hand_over(queue: asyncio.Queue, item: tuple | None, sender: asyncio.Task) -> None:
@@ -306,8 +308,9 @@ class Ingest:
 
     async def _acknowledge(self, prepared: tuple) -> None:
         """With Kafka's acks for a batch in hand: keep its dead letters, acknowledge its MQTT
-        messages (one write), queue its readings for the time-series store."""
-        items, _, dead, rows = prepared
+        messages (one write), queue its readings for the time-series store (the encoded signal
+        batches: the writer process decodes them)."""
+        items, sends, dead, readings = prepared
         for dl, payload in dead:
             self.stats.reject(dl, payload)
         if dead:
@@ -319,16 +322,17 @@ class Ingest:
                 self.client.ack(mid, qos)
         self.stats.acknowledged += len(items)
         self.stats.acknowledged_at = time.time()
-        if rows:
+        if readings:
+            signals = self.settings.topic("signals")
             try:
-                self.series_queue.put_nowait(rows)
+                self.series_queue.put_nowait(([v for t, v, _, _ in sends if t == signals], readings))
             except asyncio.QueueFull:  # the time-series store is behind: it must not hold up Kafka
-                self.stats.series_dropped += len(rows)
+                self.stats.series_dropped += readings
 
     async def _series_loop(self) -> None:
-        """Writes readings to the time-series store off the critical path (bounded backlog)."""
-        while (rows := await self.series_queue.get()) is not None:
-            await asyncio.to_thread(self._write_series, rows)
+        """Hands readings to the time-series writer process off the critical path (bounded backlog)."""
+        while (item := await self.series_queue.get()) is not None:
+            await asyncio.to_thread(self._write_series, *item)
 
     async def _send_all(self, sends: list[tuple]) -> None:
         """Produce every record and wait for the acks; on failure retry (never ack unsent data).
@@ -367,11 +371,9 @@ class Ingest:
                 log.debug("topics not ensured yet: %s", e)
             backoff = min(backoff * 2, 5.0)
 
-    def _write_series(self, rows) -> None:
-        try:
-            self.series.write(rows)
-        except Exception as e:  # noqa: BLE001 - the time-series store is not on the critical path
-            log.warning("time-series write failed: %s", e)
+    def _write_series(self, bodies: list[bytes], readings: int) -> None:
+        if not self.series.send(bodies):  # the writer had died (restarted): these never reach the store
+            self.stats.series_dropped += readings
 
     def _dead(self, topic, payload, received, reason, detail, device) -> tuple[DeadLetter, bytes]:
         """The dead letter and the payload kept with it: the raw bytes, plates and faces hashed."""

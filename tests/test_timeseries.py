@@ -14,6 +14,7 @@ import urllib.request
 import numpy as np
 import pytest
 
+from citybrain import timeseries
 from citybrain.timeseries import InfluxSeries, SqliteSeries, open_reader, open_writer
 from tests.conftest import free_port, wait_port
 
@@ -34,6 +35,39 @@ def test_sqlite_raw_window_and_minute_aggregates(settings):
     assert mins[0]["mean"] == pytest.approx(3.5) and mins[0]["min"] == 1.0 and mins[0]["max"] == 6.0
     empty_t, empty_v = r.window("nope", T0, T0 + 60)
     assert len(empty_t) == 0 and len(empty_v) == 0
+
+
+
+@pytest.mark.parametrize("fold_s", [0.0, 1e9], ids=["folded-every-batch", "never-folded-before-close"])
+def test_minute_aggregates_fold_across_batches_like_a_reference(settings, monkeypatch, fold_s):
+    """Minutes are folded by SQL every few seconds over the rows since the last fold, and a read
+    adds the rows not folded yet: batches that share a minute, readings out of order and
+    fractional times give what a plain Python fold of all rows gives, before and after a fold."""
+    monkeypatch.setattr(timeseries, "FOLD_S", fold_s)
+    rng = np.random.default_rng(7)
+    w = open_writer(settings)
+    ref: dict[tuple[str, int], list[float]] = {}
+    for _ in range(5):
+        batch = [(f"d{int(d)}", "x", float(T0 + t), float(v)) for d, t, v in
+                 zip(rng.integers(0, 3, 400), rng.uniform(0, 300, 400), rng.normal(0, 5, 400))]
+        w.write(batch)
+        for d, _n, t, v in batch:
+            ref.setdefault((d, int(t // 60)), []).append(v)
+
+    def check(r) -> None:
+        for dev in ("d0", "d1", "d2"):
+            got = r.minutes(dev, T0, T0 + 300)
+            want = sorted((m, vs) for (d, m), vs in ref.items() if d == dev)
+            assert [g["t"] for g in got] == [m * 60.0 for m, _ in want]
+            for g, (_m, vs) in zip(got, want):
+                assert g["count"] == len(vs) and g["min"] == min(vs) and g["max"] == max(vs)
+                assert g["mean"] == pytest.approx(sum(vs) / len(vs))
+
+    check(open_reader(settings))  # a reader beside the writer (the screen's)
+    w.close()  # folds what is left
+    r = open_reader(settings)
+    assert r.db.execute("SELECT through FROM folded").fetchone()[0] == 2000
+    check(r)
 
 
 class VictoriaMetrics:
