@@ -35,6 +35,8 @@ log = logging.getLogger("ingest.series")
 END = b""
 #: batches written in one transaction when several wait in the pipe
 COALESCE_MAX = 32
+#: the writer's niceness relative to ingest (lower CPU priority)
+NICENESS = 5
 #: seconds ingest waits for the child to flush at shutdown before it is killed
 CLOSE_TIMEOUT_S = 30.0
 
@@ -68,6 +70,9 @@ def _take(conn: Connection) -> tuple[list[bytes], bool]:
 
 def _child(conn: Connection, settings: Settings) -> None:  # pragma: no cover - runs in the child
     logs.setup(f"{settings.ingest_name}-series")
+    # off the critical path: when the cores are saturated, ingest, the stream worker and the
+    # incident service come first; a writer that falls behind drops (counted), never blocks
+    os.nice(NICENESS)
     from citybrain.timeseries import open_writer
 
     writer = open_writer(settings)
