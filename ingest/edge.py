@@ -15,6 +15,8 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass
 
+import orjson
+
 from citybrain.city import City, Device
 from citybrain.clock import Clock, WallClock
 from citybrain.exceptions import RejectedMessage
@@ -31,6 +33,29 @@ FRIGATE_TYPES = ("new", "update", "end")
 PRIVATE_ATTRIBUTES = ("sub_label", "recognized_license_plate", "plate", "face")
 # "key": "value" or "key": [...] of a private attribute in a payload that is not valid JSON
 _PRIVATE_PATTERN = re.compile(rb'("(?:' + "|".join(PRIVATE_ATTRIBUTES).encode() + rb')"\s*:\s*)("(?:[^"\\]|\\.)*"?|\[[^\]]*\]?)')
+
+
+#: orjson gives what the stdlib gives for every JSON it accepts, but for two cases the stdlib sees
+#: otherwise: an integer beyond 64 bits (orjson: a float; the stdlib: an int) and nesting the
+#: stdlib refuses (RecursionError past ~1,000 levels less the caller's stack; orjson: 1,024
+#: levels). A payload that might hold either (a run of 19 digits; 512 brackets) is left to the
+#: stdlib, as is everything orjson refuses (NaN, Infinity, lone surrogates, BOMs, UTF-16/32, bad
+#: JSON: the stdlib's errors are the reasons kept).
+_DIGIT, _OPEN = ord("0"), ord("[")
+_SHAPE = bytes(_DIGIT if b in b"0123456789" else _OPEN if b in b"[{" else 0x20 for b in range(256))
+_LONG_NUMBER = b"0" * 19
+_DEEP = 512
+
+
+def loads(payload: bytes):
+    """``json.loads(payload)``: the same value or the same exception, faster (orjson) when it can."""
+    shape = payload.translate(_SHAPE)
+    if _LONG_NUMBER not in shape and (len(payload) < 2 * _DEEP or shape.count(_OPEN) < _DEEP):
+        try:
+            return orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(payload)
 
 
 class RecentIds:
@@ -113,7 +138,7 @@ class Edge:
     @staticmethod
     def _json(payload: bytes, device: str | None):
         try:
-            return json.loads(payload)
+            return loads(payload)
         except (ValueError, UnicodeDecodeError) as e:
             raise RejectedMessage("bad_json", f"not JSON: {e}", device) from None
 
