@@ -27,6 +27,7 @@ import json
 import math
 import multiprocessing as mp
 import os
+import random
 import subprocess
 import sys
 import tempfile
@@ -51,13 +52,21 @@ HELD_END_LAG = 100  # signal batches the stream worker may still be behind 3 s a
 
 
 def _pace(port: int, rate: float, seconds: float, k: int, sent: mp.Value, raw: bool = True,
-          cpu: mp.Value | None = None) -> None:
-    """Publish normal readings at ``rate`` msg/s for ``seconds`` (QoS 1).
+          cpu: mp.Value | None = None, value_t: float | None = None) -> None:
+    """Publish normal readings at ``rate`` msg/s for ``seconds`` (QoS 1), from publisher ``k``
+    of 2 (each has half the sensors, so a sensor's event times always rise).
 
-    Values follow the simulator's daily rhythm, unrounded and without noise: at 5-10 readings/s
-    per sensor (this city has 2,000), rounded values repeat 30 times in a row (a stuck sensor to
-    the flatline detector) and noise over 0.1 s is a physically absurd rate of change (a water
-    level rising metres a minute), so either made the load itself raise hundreds of incidents.
+    At 5-15 readings/s per sensor (this city has 2,000) no realistic feed is normal to the
+    detectors, so the load is stationary: each sensor at the simulator's normal level for the
+    time of day ``value_t`` (the bench's start), plus a uniform dither of 1e-5 of it
+    (values never repeat: 30 equal readings in a row are a stuck sensor). What was tried
+    before, and why it was not normal:
+
+    * rounded values with noise: rounded values repeat (flatline), and noise over 0.1 s is a
+      physically absurd rate of change (a water level rising metres a minute);
+    * the daily curve, unrounded and without noise: its slow rise at 10 readings/s is a drift
+      to each sensor's Cusum, which sums per reading; after ~2 minutes of the ladder ~2,000
+      sensors warned within one second (measured 2026-12-03; the same in the scalar monitor).
 
     ``raw``: over a raw-socket publisher (bench.common.RawPublisher), cheap enough that the offered
     rate is what the system is asked to take, not what Python publishers manage; else paho.
@@ -65,10 +74,13 @@ def _pace(port: int, rate: float, seconds: float, k: int, sent: mp.Value, raw: b
     from simulators.model import normal_value
 
     city = load_city(BUNDLED_CITY)
+    at = time.time() if value_t is None else value_t
     # each device's SenML pack as a template (bn, n, u fixed; bt and v filled in): json.dumps of
     # the whole pack cost ~17 us a message, a quarter of a core at 15k msg/s taken from the system
-    devs = [(f"city/sensors/{d.id}", d.kind, f'[{{"bn":"{d.id}:","bt":', f',"n":"{d.kind}","u":"{d.unit}","v":')
-            for d in city.sensors() if d.kind != "gas"]
+    sensors = [d for d in city.sensors() if d.kind != "gas"][k::2]
+    devs = [(f"city/sensors/{d.id}", f'[{{"bn":"{d.id}:","bt":', f',"n":"{d.kind}","u":"{d.unit}","v":',
+             normal_value(d.kind, at, 0.0)) for d in sensors]
+    devs = [(topic, head, mid, v, 1e-5 * max(abs(v), 1.0)) for topic, head, mid, v in devs]
     if raw:
         pub = RawPublisher(port, f"ladder-raw-{k}-{os.getpid()}")
     else:
@@ -80,13 +92,18 @@ def _pace(port: int, rate: float, seconds: float, k: int, sent: mp.Value, raw: b
         c.connect("127.0.0.1", port)
         c.loop_start()
     start = time.monotonic()
+    # event times: when each reading was due, so a sensor's readings are evenly spaced (a burst
+    # after a stall stamped with the clock put readings 0.1 ms apart: a rate of change 500 times
+    # the usual to the sensor's rate detector)
+    t0 = time.time()
+    rand = random.Random(k).random  # (a golden-ratio sequence took two steps only: MAD 0 to a detector)
     n = 0
     while (el := time.monotonic() - start) < seconds:
         due, chunk = int(rate * el), []
         while n < due:
-            topic, kind, head, mid = devs[(n * 7 + k) % len(devs)]
-            t = time.time()
-            chunk.append((topic, f"{head}{round(t + (n % 1000) * 1e-4, 4)!r}{mid}{normal_value(kind, t, 0.0)!r}}}]".encode()))
+            topic, head, mid, v, dither = devs[n % len(devs)]
+            v += dither * (rand() - 0.5)
+            chunk.append((topic, f"{head}{round(t0 + n / rate, 4)!r}{mid}{v!r}}}]".encode()))
             n += 1
         if raw:
             pub.send([pub.packet(topic, payload) for topic, payload in chunk])
@@ -197,6 +214,7 @@ class Trace:
         self.signals: list[tuple[str, float]] = []  # (marker device, ingest produce time)
         self.warnings: list[tuple[str, float]] = []  # (grid, stream worker produce time)
         self.other: dict[str, int] = {}  # warnings not about markers, by event/detector
+        self.example: dict[str, dict] = {}  # the first such warning of each event/detector
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
@@ -231,6 +249,7 @@ class Trace:
                             if not any(e["source"].startswith(MARKER_PREFIX) for e in w["evidence"]):
                                 what = f"{w['event']}/{w['detector']}"
                                 self.other[what] = self.other.get(what, 0) + 1
+                                self.example.setdefault(what, w)
                         elif MARKER_PREFIX.encode() in r.value:
                             devs = {d for d in json.loads(r.value).get("device", ()) if d.startswith(MARKER_PREFIX)}
                             self.signals += [(d, r.timestamp / 1000) for d in devs]
@@ -327,7 +346,7 @@ def main() -> None:
                     help="raw: cheap raw-socket QoS 1 publishers (default); paho: paho clients")
     ap.add_argument("--ingest-processes", type=int, default=1, help="ingest processes sharing the feed")
     ap.add_argument("--trace", action="store_true", help="split each latency sample into its stages")
-    ap.add_argument("--warmup", type=float, default=10.0, help="seconds of 1,000 msg/s before the first rung")
+    ap.add_argument("--warmup", type=float, default=10.0, help="seconds at the first rung's rate before it")
     a = ap.parse_args()
     raw = a.publishers == "raw"
     rates = [float(r) for r in a.rates.split(",")]
@@ -358,8 +377,13 @@ def main() -> None:
         brokers = {"mosquitto": b.procs[0].pid, "tansu": b.procs[1].pid}
         print(f"{'sent/s':>8} {'taken/s':>8} {'lag max/end':>11} {'lost':>4} {'n':>4} {'p50 s':>6} {'p95 s':>6} "
               f"{'p99 s':>6} {'held':>4}  cpu% / RSS MiB per component", flush=True)
-        if a.warmup > 0:  # every device reports once (its detectors are created) before anything is measured
-            ps = [mp.Process(target=_pace, args=(b.mqtt_port, 500.0, a.warmup, k, mp.Value("i", 0), raw))
+        value_t = time.time()  # the time of day whose normal levels the publishers send
+        # every device reports before anything is measured (its detectors are created), at the first
+        # rung's rate: what a sensor's value does per second depends on readings per second, and the
+        # rates a sensor learned at 0.6 readings/s made ~400 sensors "change faster than usual" at 6/s
+        if a.warmup > 0:
+            ps = [mp.Process(target=_pace, args=(b.mqtt_port, rates[0] / 2, a.warmup, k, mp.Value("i", 0), raw, None,
+                                                 value_t))
                   for k in range(2)]
             for p in ps:
                 p.start()
@@ -373,7 +397,7 @@ def main() -> None:
             h0 = api(http, "/api/health")
             busy0 = stream_busy(Path(data))
             sent, pub_cpu = mp.Value("i", 0), mp.Value("d", 0.0)
-            ps = [mp.Process(target=_pace, args=(b.mqtt_port, rate / 2, a.seconds, k, sent, raw, pub_cpu))
+            ps = [mp.Process(target=_pace, args=(b.mqtt_port, rate / 2, a.seconds, k, sent, raw, pub_cpu, value_t))
                   for k in range(2)]
             t_start = time.monotonic()
             for p in ps:
@@ -428,9 +452,12 @@ def main() -> None:
                           f"(n {len(xs)})", flush=True)
                 if trace.other:
                     print("    other warnings: " + ", ".join(f"{k} {n}" for k, n in sorted(trace.other.items())))
+                    for k, w in sorted(trace.example.items()):
+                        print(f"      e.g. {k}: {json.dumps(w)[:600]}")
                 trace.signals.clear()
                 trace.warnings.clear()
                 trace.other.clear()
+                trace.example.clear()
         if trace:
             trace.__exit__()
         probe.loop_stop()
