@@ -132,15 +132,39 @@ def api(port: int, path: str, body: dict | None = None):
         return json.loads(r.read())
 
 
+def _stat(pid: int | str) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def _descendants(pid: int) -> list[int]:
+    """Live child processes of ``pid``, recursively (ingest's time-series writer, a worker's)."""
+    parent: dict[int, int] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                parent[int(d.name)] = int(_stat(d.name)[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        kids = [c for c, pp in parent.items() if pp == p]
+        out += kids
+        todo += kids
+    return out
+
+
 def proc_usage(pid: int) -> tuple[float, float]:
-    """(cpu seconds, rss MiB) of a process."""
-    try:
-        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        cpu = (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
-        rss = int(f[21]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-        return cpu, rss
-    except (OSError, IndexError):
-        return 0.0, 0.0
+    """(cpu seconds, rss MiB) of a process and its live descendants (a component's whole cost)."""
+    cpu = rss = 0.0
+    for p in [pid, *_descendants(pid)]:
+        try:
+            f = _stat(p)
+            cpu += (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+            rss += int(f[21]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+        except (OSError, IndexError):
+            pass
+    return cpu, rss
 
 
 def pct(xs: list[float], q: float) -> float | None:
