@@ -1,6 +1,6 @@
 """Ingest throughput: MQTT messages/s into Kafka, against a bare paho subscriber (the ceiling).
 
-    python bench/bench_ingest.py [--messages 60000]
+    python bench/bench_ingest.py [--messages 60000] [--bad-share 0.2]
 
 Every run uses the same private Mosquitto, the same publishers (2 processes, QoS 1) and the same
 messages. The baseline (the ceiling of the issue's target) is a bare stock paho subscriber that
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing as mp
 import os
 import subprocess
 import sys
@@ -26,10 +27,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import Brokers, publish_load  # noqa: E402
+from bench.common import Brokers, RawPublisher, publish_load  # noqa: E402
 from citybrain.city import load_city  # noqa: E402
 from citybrain.settings import BUNDLED_CITY, Settings  # noqa: E402
 from ingest.burst_client import BurstClient  # noqa: E402
+from simulators.bad_messages import corpus  # noqa: E402
 
 
 def cpu_seconds(pid: int) -> float:
@@ -75,13 +77,25 @@ def bare_subscriber(port: int, n: int, raw: bool = True, burst: bool = False) ->
     return got[0] / elapsed, cpu / got[0] * 1e6
 
 
-def ingest_run(b: Brokers, n: int, processes: int = 1, raw: bool = True) -> tuple[float, float, float, dict]:
+def _bad_publisher(port: int, bad_n: int) -> None:
+    """Publishes ``bad_n`` messages of the bad-message corpus, cycling it (QoS 1, raw socket)."""
+    bad = corpus(city, time.time())
+    pub = RawPublisher(port, "bench-raw-bad")
+    for i in range(0, bad_n, 500):
+        pub.send([pub.packet(bad[k % len(bad)].topic, bad[k % len(bad)].payload) for k in range(i, min(i + 500, bad_n))])
+    pub.close()
+
+
+def ingest_run(b: Brokers, n: int, processes: int = 1, raw: bool = True,
+               bad_n: int = 0) -> tuple[float, float, float, dict]:
     """Rate of ``processes`` ingest processes sharing the feed ($share subscription).
 
     Returns (acknowledged rate, parsed rate, CPU us per message of the ingest processes, stats). The acknowledged rate is the figure: n
     messages / (last MQTT ack, sent after Kafka's ack, - first message received), both times
     recorded by ingest. The parsed rate is how this benchmark measured before 2026-12-02 (parsed
-    count polled from the stats file, which is written once a second), kept for comparison."""
+    count polled from the stats file, which is written once a second), kept for comparison.
+    ``bad_n``: a third publisher sends that many bad messages at the same time; the rate is
+    still of the ``n`` good ones (all messages acknowledged / the time all took, times n / (n + bad_n))."""
     prefix = f"bench{int(time.time())}"
     dirs, procs = [], []
     for k in range(processes):
@@ -96,29 +110,39 @@ def ingest_run(b: Brokers, n: int, processes: int = 1, raw: bool = True) -> tupl
         time.sleep(0.1)
     time.sleep(1)
     th = threading.Thread(target=publish_load, args=(b.mqtt_port, DEVICES, n), kwargs={"raw": raw})
+    bad_proc = mp.Process(target=_bad_publisher, args=(b.mqtt_port, bad_n))
     cpu0 = sum(cpu_seconds(p.pid) for p in procs)
     th.start()
+    if bad_n:
+        bad_proc.start()
+    total = n + bad_n
     first, parsed_rate = None, None
     while True:
         sts = [json.loads(p.read_text()) for p in dirs]
         done = sum(st["accepted"] + st["rejected"] for st in sts)
         if first is None and done > 0:
             first = (time.perf_counter(), done)
-        if parsed_rate is None and done >= n:
-            parsed_rate = (n - first[1]) / (time.perf_counter() - first[0])
-        if sum(st["acknowledged"] for st in sts) >= n:
+        if parsed_rate is None and done >= total:
+            parsed_rate = (total - first[1]) / (time.perf_counter() - first[0]) * n / total
+        if sum(st["acknowledged"] for st in sts) >= total:
             cpu = sum(cpu_seconds(p.pid) for p in procs) - cpu0
             break
         time.sleep(0.05)
     start = min(st["first_received_at"] for st in sts if st["first_received_at"])
     acked_rate = n / (max(st["acknowledged_at"] for st in sts) - start)
     th.join()
+    if bad_n:
+        bad_proc.join()
     for p in procs:
         p.terminate()
         p.wait(30)
+    reasons: dict[str, int] = {}
+    for st in sts:
+        for r, k in st.get("rejected_by_reason", {}).items():
+            reasons[r] = reasons.get(r, 0) + k
     merged = {"accepted": sum(st["accepted"] for st in sts), "rejected": sum(st["rejected"] for st in sts),
-              "rejected_by_reason": {}}
-    return acked_rate, parsed_rate, cpu / n * 1e6, merged
+              "rejected_by_reason": reasons}
+    return acked_rate, parsed_rate, cpu / total * 1e6, merged
 
 
 city = load_city(BUNDLED_CITY)
@@ -131,6 +155,9 @@ def main() -> None:
     ap.add_argument("--processes", type=int, default=1, help="ingest processes sharing the feed")
     ap.add_argument("--publishers", choices=["raw", "paho"], default="raw",
                     help="raw: pre-encoded QoS 1 packets over sockets (cheap, default); paho: paho clients")
+    ap.add_argument("--bad-share", type=float, default=0.0,
+                    help="also run ingest with this share of all messages bad (simulators.bad_messages), "
+                         "against the clean run of the same session")
     a = ap.parse_args()
     raw = a.publishers == "raw"
     with Brokers() as b:
@@ -149,6 +176,20 @@ def main() -> None:
     print(f"CPU per message: bare stock paho {base_cpu:.1f} us, bare BurstClient {burst_cpu:.1f} us, "
           f"ingest x{a.processes} {cpu:.1f} us (all its threads)")
     print(f"accepted {st['accepted']}, rejected {st['rejected']} {st['rejected_by_reason']}")
+    if a.bad_share > 0:
+        bad_n = round(a.messages * a.bad_share / (1 - a.bad_share))
+        with Brokers() as b:
+            bad_rate, _, bad_cpu, bst = ingest_run(b, a.messages, a.processes, raw, bad_n=bad_n)
+        bad = corpus(city, time.time())
+        want: dict[str, int] = {}
+        for k in range(bad_n):
+            want[bad[k % len(bad)].reason] = want.get(bad[k % len(bad)].reason, 0) + 1
+        print(f"with {bad_n} bad messages mixed in ({a.bad_share:.0%} of all, the {len(bad)}-message corpus "
+              f"cycled): good messages {bad_rate:,.0f} msg/s, ratio to the clean run {bad_rate / rate:.2f}; "
+              f"CPU per message {bad_cpu:.1f} us")
+        print(f"accepted {bst['accepted']} (of {a.messages} good), rejected {bst['rejected']} (of {bad_n} bad), "
+              f"every one with its own reason: {'yes' if bst['rejected_by_reason'] == want else 'NO'}"
+              + ("" if bst["rejected_by_reason"] == want else f" got {bst['rejected_by_reason']} want {want}"))
 
 
 if __name__ == "__main__":

@@ -224,7 +224,7 @@ class Ingest:
         cols: dict[int, dict[str, list]] = defaultdict(lambda: defaultdict(list))
         events: dict[int, list[dict]] = defaultdict(list)
         units: list[UnitStatus] = []
-        dead: list[tuple[DeadLetter, bytes]] = []
+        dead: list[tuple[DeadLetter, bytes, bytes]] = []
         readings = 0
         if not self.stats.first_received_at:
             self.stats.first_received_at = items[0][4]
@@ -270,8 +270,8 @@ class Ingest:
                           f"p{p}".encode(), p))
         for u in units:
             sends.append((self.settings.topic("units"), u.encode(), u.unit.encode(), None))
-        for dl, _ in dead:
-            sends.append((self.settings.topic("deadletter"), dl.encode(), (dl.device or dl.topic).encode(), None))
+        for dl, _, encoded in dead:
+            sends.append((self.settings.topic("deadletter"), encoded, (dl.device or dl.topic).encode(), None))
         return items, sends, dead, readings
 
     @staticmethod
@@ -311,10 +311,10 @@ class Ingest:
         messages (one write), queue its readings for the time-series store (the encoded signal
         batches: the writer process decodes them)."""
         items, sends, dead, readings = prepared
-        for dl, payload in dead:
+        for dl, payload, _ in dead:
             self.stats.reject(dl, payload)
         if dead:
-            await asyncio.to_thread(self._keep_dead_letters, [dl for dl, _ in dead])
+            await asyncio.to_thread(self._keep_dead_letters, [encoded for *_, encoded in dead])
         session = self._session
         self.client.ack_many([mid for mid, qos, *_, s in items if qos == 1 and s == session])
         for mid, qos, *_, s in items:
@@ -375,14 +375,18 @@ class Ingest:
         if not self.series.send(bodies):  # the writer had died (restarted): these never reach the store
             self.stats.series_dropped += readings
 
-    def _dead(self, topic, payload, received, reason, detail, device) -> tuple[DeadLetter, bytes]:
-        """The dead letter and the payload kept with it: the raw bytes, plates and faces hashed."""
+    def _dead(self, topic, payload, received, reason, detail, device) -> tuple[DeadLetter, bytes, bytes]:
+        """The dead letter, the payload kept with it (the raw bytes, plates and faces hashed) and
+        the dead letter encoded once (for the topic and the file: encoding was ~60 % of a bad
+        message's cost at the edge)."""
         kept = self.edge.scrub(payload)
-        log.info("rejected %s on %s: %s (%s)", reason, topic, detail, truncate(kept, 80))
-        return DeadLetter(topic=topic, reason=reason, detail=detail, payload_b64=base64.b64encode(kept).decode(),
-                          received_at=received, device=device), kept
+        if log.isEnabledFor(logging.INFO):
+            log.info("rejected %s on %s: %s (%s)", reason, topic, detail, truncate(kept, 80))
+        dl = DeadLetter(topic=topic, reason=reason, detail=detail, payload_b64=base64.b64encode(kept).decode(),
+                        received_at=received, device=device)
+        return dl, kept, dl.encode()
 
-    def _keep_dead_letters(self, dls: list[DeadLetter]) -> None:
+    def _keep_dead_letters(self, dls: list[bytes]) -> None:
         """A local copy of the dead letters; the Kafka topic has them already, so a full disk or
         an unwritable data dir is logged, not fatal."""
         p: Path = self.dl_path
@@ -391,8 +395,7 @@ class Ingest:
             if p.exists() and p.stat().st_size > DEADLETTER_FILE_MAX:
                 p.replace(p.with_suffix(".jsonl.1"))
             with p.open("ab") as f:
-                for dl in dls:
-                    f.write(dl.encode() + b"\n")
+                f.write(b"".join(dl + b"\n" for dl in dls))
         except OSError as e:
             log.warning("cannot keep %d dead letters in %s (%s); they are on the dead-letter topic", len(dls), p,
                         e.strerror or e)

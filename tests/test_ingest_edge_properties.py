@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from citybrain.city import load_city
 from citybrain.clock import ManualClock
 from citybrain.exceptions import RejectedMessage
-from citybrain.settings import Settings
+from citybrain.settings import BUNDLED_CITY, Settings
 from ingest.edge import Edge
+from simulators.bad_messages import corpus
 from tests.ingest_helpers import TINY
 
 CITY = load_city(TINY)
@@ -57,3 +59,18 @@ def test_edge_survives_arbitrary_bytes(topic, payload):
         edge.parse(topic, payload)
     except RejectedMessage:
         pass
+
+
+@pytest.mark.parametrize("city_file", [TINY, BUNDLED_CITY], ids=["tiny", "demo"])
+def test_the_bad_message_corpus_is_refused_with_each_messages_own_reason(city_file):
+    """Built for any city (the benchmark mixes it into the demo city's feed), one reason each."""
+    city = load_city(city_file)
+    edge = Edge(city, Settings(), ManualClock(T0))
+    got = []
+    for m in corpus(city, T0):
+        with pytest.raises(RejectedMessage) as e:
+            edge.parse(m.topic, m.payload)
+        got.append(e.value.reason)
+    want = [m.reason for m in corpus(city, T0)]
+    assert got == want
+    assert len(set(want)) >= 20  # the corpus covers the reasons, not one reason many times

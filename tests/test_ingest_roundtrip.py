@@ -11,6 +11,7 @@ import pytest
 
 from citybrain.city import load_city
 from ingest.edge import Edge
+from simulators.bad_messages import corpus
 from tests.ingest_helpers import TINY, consume, publisher, start_ingest, stats
 
 
@@ -36,50 +37,7 @@ def good_messages(now: float) -> list[tuple[str, bytes]]:
 
 
 def bad_corpus(now: float) -> list[tuple[str, bytes, str]]:
-    ok = {"bn": "wl-0001:", "n": "water_level", "u": "m", "v": 1.0}
-    cam = {"id": "e1", "camera": "cam-0042", "label": "fire", "score": 0.5, "top_score": 0.5, "start_time": now,
-           "end_time": None, "current_zones": [], "box": []}
-
-    def s(d):
-        return json.dumps(d).encode()
-
-    def sensor(**kw):
-        return s([{**ok, "bt": now, **kw}])
-
-    def camev(typ="new", **kw):
-        return s({"type": typ, "before": {}, "after": {**cam, **kw}})
-
-    W = "city/sensors/wl-0001"
-    C = "city/cameras/cam-0042/events"
-    U = "city/units/FIRE-07/status"
-    unit_ok = {"state": "available", "incident": None, "location": [114.0, 22.5], "t": now}
-    return [
-        (W, b"{not json", "bad_json"), (W, b"\xff\xfe", "bad_json"), (W, b"", "bad_json"),
-        (W, b"x" * 70000, "oversize"), (W, b"{}", "bad_senml"), (W, b"[]", "bad_senml"), (W, b"[1,2]", "bad_senml"),
-        (W, sensor(v="1.0"), "wrong_type"), (W, sensor(v=True), "wrong_type"), (W, sensor(bt="now"), "wrong_type"),
-        (W, b'[{"bn":"wl-0001:","n":"water_level","v":NaN}]', "nan_value"),
-        (W, b'[{"bn":"wl-0001:","n":"water_level","v":Infinity}]', "nan_value"),
-        (W, sensor(u="cm"), "unit_mismatch"), (W, sensor(bn="rf-0001:"), "device_mismatch"),
-        (W, sensor(n="rainfall"), "unexpected_measurement"), (W, s([{"bn": "wl-0001:", "n": "water_level", "bt": now, "vs": "high"}]), "non_numeric_value"),
-        (W, sensor(bt=now + 3600), "future_time"), (W, sensor(bt=now - 40 * 86400), "too_old"),
-        (W, s([{**ok, "bt": now}, {"v": 1, "vs": "x"}]), "bad_senml"), (W, s([{"bn": "wl-0001:"}]), "bad_senml"),
-        ("city/sensors/nope-1", sensor(bn="nope-1:"), "unknown_device"),
-        ("city/sensors/cam-0042", sensor(bn="cam-0042:"), "wrong_device_kind"),
-        ("city/elsewhere/x", b"1", "unknown_topic"), ("city/sensors/wl-0001/extra", b"1", "unknown_topic"),
-        (C, b"[1]", "bad_camera_event"), (C, camev("blink"), "bad_camera_event"),
-        (C, s({"type": "new", "after": None}), "bad_camera_event"), (C, camev(score=1.5), "bad_camera_event"),
-        (C, camev(score="high"), "wrong_type"), (C, camev(camera="cam-9"), "device_mismatch"),
-        (C, camev(label=""), "bad_camera_event"), (C, camev("end"), "bad_camera_event"),
-        (C, camev(start_time=now + 9999), "future_time"), (C, camev(current_zones="gate"), "wrong_type"),
-        (C, camev(score=2.0, recognized_license_plate="粤B99999", sub_label=["Zhang Wei", 0.9]), "bad_camera_event"),
-        ("city/cameras/wl-0001/events", camev(camera="wl-0001"), "wrong_device_kind"),
-        ("city/cameras/cam-0042/person", b"many", "bad_count"), ("city/cameras/cam-0042/car", b"-3", "bad_count"),
-        ("city/devices/wl-0001/status", b"sleepy", "bad_presence"),
-        ("city/devices/ghost/status", b"online", "unknown_device"),
-        (U, s({**unit_ok, "state": "flying"}), "bad_unit_status"), (U, b"[]", "bad_unit_status"),
-        (U, s({**unit_ok, "location": [500, 1]}), "bad_coordinates"), (U, s({**unit_ok, "location": "here"}), "wrong_type"),
-        (U, s({**unit_ok, "t": "later"}), "wrong_type"), ("city/units/NAVY-1/status", s(unit_ok), "unknown_unit"),
-    ]
+    return corpus(load_city(TINY), now)
 
 
 @pytest.fixture(params=["mosquitto", "amqtt"])
