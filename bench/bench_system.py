@@ -175,6 +175,18 @@ def pct(xs: list[float], q: float) -> float | None:
     return xs[max(0, math.ceil(q * len(xs)) - 1)]
 
 
+def series_dropped(data: Path) -> int:
+    """Readings the ingest processes did not write to the time-series store so far (it fell
+    behind: they are in Kafka, but not in the screen's charts)."""
+    total = 0
+    for f in (data / "run").glob("ingest*.json"):
+        try:
+            total += int(json.loads(f.read_text()).get("series_dropped", 0))
+        except (OSError, ValueError):
+            pass
+    return total
+
+
 def stream_busy(data: Path) -> dict[str, float]:
     """Seconds the stream worker has spent in its core and in checkpoints, and warnings made and
     taken in (the stream worker's and the incident service's heartbeats)."""
@@ -420,6 +432,7 @@ def main() -> None:
             cpu0 = {n: proc_usage(p)[0] for n, p in pids.items()}
             h0 = api(http, "/api/health")
             busy0 = stream_busy(Path(data))
+            dropped0 = series_dropped(Path(data))
             sent, pub_cpu = mp.Value("i", 0), mp.Value("d", 0.0)
             ps = [mp.Process(target=_pace, args=(b.mqtt_port, rate / 2, a.seconds, k, sent, raw, pub_cpu, value_t))
                   for k in range(2)]
@@ -466,7 +479,9 @@ def main() -> None:
             print(f"{sent.value / pub_wall:8.0f} {during / pub_wall:8.0f} {lag_max:5d}/{h1['lag']:<5d} {lost:4d} "
                   f"{len(lat):4d} {f(pct(lat, .5))} {f(pct(lat, .95))} {f(p99)} {'yes' if held else 'no':>4}  "
                   f"{', '.join(usage)}" + (f"  ({len(unseen)} markers not seen)" if unseen else "")
-                  + (f"  ({skipped} markers skipped: no free grid)" if skipped else ""), flush=True)
+                  + (f"  ({skipped} markers skipped: no free grid)" if skipped else "")
+                  + (f"  ({dropped} readings not written to the time series)"
+                     if (dropped := series_dropped(Path(data)) - dropped0) else ""), flush=True)
             if trace:
                 time.sleep(1)
                 busy = {k: v - busy0.get(k, 0.0) for k, v in stream_busy(Path(data)).items()}
