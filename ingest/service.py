@@ -320,7 +320,8 @@ class Ingest:
         for mid, qos, *_, s in items:
             if qos == 2 and s == session:
                 self.client.ack(mid, qos)
-        self.stats.acknowledged += len(items)
+        # (a message of an earlier session is not acknowledged now: the broker sends it again)
+        self.stats.acknowledged += sum(1 for *_, s in items if s == session)
         self.stats.acknowledged_at = time.time()
         if readings:
             signals = self.settings.topic("signals")
