@@ -12,7 +12,8 @@ import time
 
 from citybrain.settings import Settings
 from citybrain.timeseries import SqliteSeries
-from ingest.series_writer import NICENESS, SeriesWriterProcess, rows_of
+from ingest import series_writer
+from ingest.series_writer import END, NICENESS, SeriesWriterProcess, _take, rows_of
 
 T0 = (time.time() // 3600 - 24) * 3600
 
@@ -31,6 +32,28 @@ def stored(settings: Settings, device: str) -> list[float]:
         return list(s.window(device, T0 - 1, T0 + 10_000)[0])
     finally:
         s.close()
+
+
+def test_a_transaction_gathers_what_arrives_within_its_window_and_stops_at_its_size(monkeypatch):
+    import multiprocessing as mp
+    import threading
+
+    recv, send = mp.Pipe(duplex=False)
+    send.send_bytes(b"a")
+    late = threading.Timer(0.15, send.send_bytes, (b"b",))  # inside the window: the same transaction
+    late.start()
+    monkeypatch.setattr(series_writer, "COALESCE_S", 0.6)
+    t = time.monotonic()
+    assert _take(recv) == ([b"a", b"b"], False)
+    assert time.monotonic() - t >= 0.6 - 0.05  # it waited out the window for more
+    monkeypatch.setattr(series_writer, "COALESCE_BYTES", 3)
+    for m in (b"xx", b"yy", b"zz"):
+        send.send_bytes(m)
+    assert _take(recv) == ([b"xx", b"yy"], False)  # 4 bytes >= 3: written now, not at the window's end
+    send.send_bytes(END)
+    assert _take(recv) == ([b"zz"], True)  # END: what was taken is still written
+    send.close()
+    assert _take(recv) == ([], True)  # the parent is gone
 
 
 def test_rows_of_reads_every_reading_of_every_batch():
