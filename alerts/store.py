@@ -23,6 +23,9 @@ SCHEMA = [
         area TEXT NOT NULL, started_at DOUBLE PRECISION, updated_at DOUBLE PRECISION, version INTEGER NOT NULL,
         body TEXT NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS incidents_state ON incidents (state)",
+    # a warning looks for open incidents of its event in its grid and the neighbours: without this
+    # it read every open incident of the event (a storm's hundreds, per warning)
+    "CREATE INDEX IF NOT EXISTS incidents_event_area ON incidents (event, area)",
     "CREATE TABLE IF NOT EXISTS warnings_seen (id TEXT PRIMARY KEY, incident TEXT, body TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS pending (id TEXT PRIMARY KEY, body TEXT NOT NULL, first_t DOUBLE PRECISION, n INTEGER)",
     "CREATE TABLE IF NOT EXISTS units (id TEXT PRIMARY KEY, body TEXT NOT NULL)",
@@ -162,6 +165,27 @@ class Cursor:
     def __init__(self, cur, pg: bool) -> None:
         self.cur, self.pg = cur, pg
         self.outbox: list[tuple[str, bytes]] = []  # messages to publish once the transaction commits
+
+    @property
+    def insertion_order(self) -> str:
+        """An ORDER BY term for "oldest row first": SQLite's rowid; PostgreSQL has none (its scans
+        came in no defined order), so the id stands in."""
+        return "id" if self.pg else "rowid"
+
+    @contextmanager
+    def savepoint(self, undo_on: tuple[type[BaseException], ...]) -> Iterator[None]:
+        """A part of the transaction: an error of ``undo_on`` undoes it alone (its statements and its
+        queued messages) and is re-raised; any other error is left to undo the whole transaction."""
+        mark = len(self.outbox)
+        self.execute("SAVEPOINT part")
+        try:
+            yield
+        except undo_on:
+            self.execute("ROLLBACK TO SAVEPOINT part")
+            self.execute("RELEASE SAVEPOINT part")
+            del self.outbox[mark:]
+            raise
+        self.execute("RELEASE SAVEPOINT part")
 
     def execute(self, sql: str, args: tuple = ()) -> Cursor:
         self.cur.execute(sql.replace("?", "%s") if self.pg else sql, args)
