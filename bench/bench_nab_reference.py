@@ -40,67 +40,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
 
 from bench import bench_nab  # noqa: E402
 from bench.nab_reference import REFERENCES, Reference  # noqa: E402
 from streams.nab import crossval, scoring  # noqa: E402
 from streams.nab.detector import NAME as OURS  # noqa: E402
 from streams.nab.runner import score_series  # noqa: E402
-from streams.nab.scoring import PROFILES, Profile, Series, normalised, scored  # noqa: E402
-
-
-def sweep_threshold(series: list[Series], p: Profile) -> float:
-    """:func:`streams.nab.scoring.best_threshold`'s answer, by one sweep down the sorted scores.
-
-    ``best_threshold`` rescores every file at every distinct score, O(points x distinct scores):
-    hours for a detector with continuous scores (windowed Gaussian: ~130k of them). The total at a
-    threshold is the sum of the false positives' costs (each independent of the others) plus,
-    per window, the weight of its earliest hit or -A_FN; lowering the threshold past a score adds
-    that score's points, each changing the total in O(1). Ties go to the lowest threshold, as
-    there (which threshold matters for the held-out files).
-    """
-    scores, weights, window_ids = [], [], []
-    n_windows = 0
-    for s in series:
-        idx = np.arange(s.probation, len(s.scores))
-        idx = idx[s.scores[idx] > 0]
-        for i in idx.tolist():
-            k = 0
-            while k < len(s.windows) and s.windows[k][1] < i:
-                k += 1
-            if k < len(s.windows) and s.windows[k][0] <= i:
-                lo, hi = s.windows[k]
-                w = p.tp * scoring.f(-(hi - i + 1) / (hi - lo + 1)) / scoring.f(-1.0)
-                window_ids.append(n_windows + k)
-            elif k == 0:
-                w = -p.fp
-                window_ids.append(-1)
-            else:
-                lo, hi = s.windows[k - 1]
-                w = p.fp * scoring.f((i - hi) / (hi - lo + 1))
-                window_ids.append(-1)
-            scores.append(float(s.scores[i]))
-            weights.append(w)
-        n_windows += len(s.windows)
-    total = -p.fn * n_windows
-    best, best_raw = 1.01, total
-    hit: dict[int, float] = {}
-    order = sorted(range(len(scores)), key=lambda j: -scores[j])
-    for pos, j in enumerate(order):
-        k = window_ids[j]
-        if k < 0:
-            total += weights[j]
-        elif k not in hit:
-            hit[k] = weights[j]
-            total += p.fn + weights[j]
-        elif weights[j] > hit[k]:
-            total += weights[j] - hit[k]
-            hit[k] = weights[j]
-        last_of_score = pos + 1 == len(order) or scores[order[pos + 1]] != scores[j]
-        if last_of_score and scores[j] <= 1.01 and total >= best_raw:
-            best, best_raw = scores[j], total
-    return best
+from streams.nab.scoring import PROFILES, Series, normalised, scored  # noqa: E402
 
 
 def probation(n: int) -> int:
@@ -172,7 +118,7 @@ def available(refs: tuple[Reference, ...]) -> list[Reference]:
 def figures(s: Scored) -> dict[str, float]:
     out = {}
     for p in PROFILES:
-        out[p.name] = normalised(s.series, sweep_threshold(s.series, p), p)[1]
+        out[p.name] = normalised(s.series, scoring.best_threshold(s.series, p), p)[1]
     out["file-out"] = crossval.nested({s.name: s.series}, crossval.by_file).score
     out["category-out"] = crossval.nested({s.name: s.series}, crossval.category).score
     return out
@@ -243,8 +189,6 @@ def main() -> int:
                     help="run the references as NAB's Python 3 code would, not as its Python 2 run that made the "
                          "published scores (integer files: floor division in skyline and relativeEntropy)")
     a = ap.parse_args()
-    # the same threshold, found in one sweep: crossval's and bench_nab's helpers look it up by name
-    crossval.best_threshold = bench_nab.best_threshold = sweep_threshold
     refs = REFERENCES
     if a.only:
         wanted = set(a.only.split(","))

@@ -215,3 +215,32 @@ def test_heavy_tailed_noise_alarms_less_with_the_ranks_than_with_the_gaussian_al
     cap = math.log(reached / 100) / math.log(1e-10)
     assert al.capped(1.0) == pytest.approx(cap) and al.capped(cap / 2) == cap / 2
     assert AnomalyLikelihood().capped(0.9) == 0.9  # no ranks: unchanged
+
+
+def rescored_best_threshold(series, p):
+    """The definition: rescore every file at every distinct score, keep the best (lowest of equals)."""
+    candidates = np.unique(np.concatenate([s.scores[s.probation:] for s in series] + [np.array([1.01])]))
+    best, best_raw = 1.01, -math.inf
+    for thr in candidates[candidates > 0].tolist():
+        raw = sum(scoring.file_score(s, thr, p) for s in series)
+        if raw > best_raw:
+            best, best_raw = thr, raw
+    return best
+
+
+def test_threshold_sweep_finds_what_rescoring_finds():
+    rng = np.random.default_rng(5)
+    for trial in range(8):
+        files = []
+        for k in range(4):
+            scores = rng.random(400) ** 3
+            if trial % 2:
+                scores = np.round(scores, 2)  # ties between points in and out of windows
+            wins = ((150, 180), (300, 320)) if k % 2 else ((90, 110),) if k else ()
+            for lo, _ in wins:
+                scores[lo + rng.integers(0, 15)] = rng.uniform(0.5, 1.0)
+            if trial == 7:
+                scores[:] = 0.0  # nothing fires: the null threshold
+            files.append(scoring.Series(f"c{k % 2}/f{k}.csv", scores, wins, 60))
+        for p in scoring.PROFILES:
+            assert scoring.best_threshold(files, p) == rescored_best_threshold(files, p)

@@ -1,5 +1,5 @@
 """NAB's reference detectors (bench/nab_reference) on series whose answer can be worked out, and the
-calibration bench's fit and threshold sweep."""
+calibration bench's fit."""
 
 from __future__ import annotations
 
@@ -10,11 +10,10 @@ from datetime import datetime, timedelta
 import numpy as np
 import pytest
 
-from bench.bench_nab_reference import fit, loo_errors, sweep_threshold
+from bench.bench_nab_reference import fit, loo_errors
 from bench.nab_reference.relative_entropy import RelativeEntropy, T, chi2_isf, kl_statistic
 from bench.nab_reference.skyline import EtsySkyline, Ewm, LineFit, mad_sorted, median_sorted
 from bench.nab_reference.windowed_gaussian import WINDOW, WindowedGaussian
-from streams.nab.scoring import PROFILES, Series, best_threshold
 
 T0 = datetime(2014, 1, 1)
 
@@ -209,20 +208,3 @@ def test_fit_and_leave_one_out():
     assert loo_errors([0.0, 1.0, 2.0], [0.0, 1.0, 3.0]) == pytest.approx([1.0, -0.5, 1.0])
     with pytest.raises(ValueError):
         fit([1.0, 1.0], [0.0, 2.0])
-
-
-def test_sweep_threshold_is_best_threshold():
-    rng = np.random.default_rng(5)
-    for trial in range(6):
-        series = []
-        for k in range(4):
-            n = 400
-            scores = rng.random(n) ** 3
-            if trial % 2:
-                scores = np.round(scores, 2)  # ties
-            wins = ((150, 180), (300, 320)) if k % 2 else ((90, 110),) if k else ()
-            for lo, _ in wins:
-                scores[lo + rng.integers(0, 15)] = rng.uniform(0.5, 1.0)
-            series.append(Series(f"c{k % 2}/f{k}.csv", scores, wins, 60))
-        for p in PROFILES:
-            assert sweep_threshold(series, p) == best_threshold(series, p)
