@@ -7,7 +7,7 @@ in-sample score per profile (threshold optimised on all files, as NAB does), the
 standard score (threshold chosen without the scored file / category), points/s, and the
 published full-corpus standard score. Then fits ``published = a + b * subset`` over the
 reference detectors (least squares; on the in-sample standard score, and again on the held-out
-file-out score), prints the residuals and the leave-one-out prediction errors, and reads our
+file-out and category-out scores), prints the residuals and the leave-one-out prediction errors, and reads our
 detector's subset score through the fit: a full-corpus estimate, +- the leave-one-out RMS error.
 
 Usage: flock /tmp/cb-bench.lock nice -n 19 .venv/bin/python bench/bench_nab_reference.py
@@ -223,6 +223,7 @@ def main() -> int:
               f"{f['file-out']:8.1f} {f['category-out']:7.1f} {s.points_per_s:9,.0f} {pub}")
     calibrate("fit on the in-sample standard score", "standard", results, (own, own_fig))
     calibrate("fit on the held-out (file-out) standard score", "file-out", results, (own, own_fig))
+    calibrate("fit on the held-out (category-out) standard score", "category-out", results, (own, own_fig))
     return 0
 
 
