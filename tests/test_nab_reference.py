@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import pytest
 
-from bench.bench_nab_reference import fit, loo_errors
+from bench.bench_nab_reference import fit, loo_errors, paired_bootstrap
 from bench.nab_reference.relative_entropy import RelativeEntropy, T, chi2_isf, kl_statistic
 from bench.nab_reference.skyline import EtsySkyline, Ewm, LineFit, mad_sorted, median_sorted
 from bench.nab_reference.windowed_gaussian import WINDOW, WindowedGaussian
@@ -208,3 +208,23 @@ def test_fit_and_leave_one_out():
     assert loo_errors([0.0, 1.0, 2.0], [0.0, 1.0, 3.0]) == pytest.approx([1.0, -0.5, 1.0])
     with pytest.raises(ValueError):
         fit([1.0, 1.0], [0.0, 2.0])
+
+
+def test_paired_bootstrap_against_itself_and_a_blind_detector():
+    from streams.nab import scoring
+    from streams.nab.scoring import Series
+
+    def files(hit):
+        out = []
+        for k in range(6):
+            scores = np.zeros(300)
+            if hit:
+                scores[205] = 1.0  # early in the window
+            out.append(Series(f"c/f{k}.csv", scores, ((200, 240),), 45))
+        return out
+
+    seeing, blind = files(True), files(False)
+    assert paired_bootstrap(seeing, seeing, 50) == (0.0, 0.0)  # never ahead of itself
+    share, lead = paired_bootstrap(seeing, blind, 50)
+    w = scoring.f(-36 / 41) / scoring.f(-1.0)  # the hit's weight, 36 rows before the window's end
+    assert share == 1.0 and lead == pytest.approx(50 * (1 + w))
