@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib
+import functools
 import inspect
 import math
 import sys
@@ -51,11 +51,6 @@ from streams.nab import crossval, scoring  # noqa: E402
 from streams.nab.detector import NAME as OURS  # noqa: E402
 from streams.nab.runner import score_series  # noqa: E402
 from streams.nab.scoring import PROFILES, Series, normalised, scored  # noqa: E402
-
-
-def probation(n: int) -> int:
-    """NAB's probationary period of an n-row file."""
-    return min(math.floor(0.15 * n), 750)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +74,7 @@ def run(name: str, files: list[crossval.LabelledFile],
     return Scored(name, series, points / spent if spent else 0.0, published)
 
 
+@functools.cache
 def integer_valued(path: Path) -> bool:
     """Whether pandas reads the file's values as int64 (no value with a point or an exponent)."""
     with open(path, newline="") as fh:
@@ -88,8 +84,7 @@ def integer_valued(path: Path) -> bool:
 def reference_scorer(ref: Reference, data: Path, python2: bool) -> Callable[[crossval.LabelledFile], list[float]]:
     """Runs ``ref`` on a file. ``python2``: as NAB's Python 2 run did, where a detector models it
     (``py2_ints`` for a file of integers, ``python2``); otherwise as NAB's Python 3 code."""
-    cls = getattr(importlib.import_module(f"bench.nab_reference.{ref.module}"), ref.cls)
-    params = inspect.signature(cls).parameters
+    params = inspect.signature(ref.detector_class()).parameters
 
     def score(f: crossval.LabelledFile) -> list[float]:
         kw: dict[str, bool] = {}
@@ -97,7 +92,7 @@ def reference_scorer(ref: Reference, data: Path, python2: bool) -> Callable[[cro
             kw["py2_ints"] = python2 and integer_valued(data / f.key)
         if "python2" in params:
             kw["python2"] = python2
-        det = cls(min(f.vs), max(f.vs), probation(len(f.vs)), **kw)
+        det = ref.make(min(f.vs), max(f.vs), scoring.probation(len(f.vs)), **kw)
         stamps = [datetime.fromisoformat(s) for s in f.stamps]
         return [det.handle_record(t, v) for t, v in zip(stamps, f.vs)]
     return score
@@ -111,7 +106,7 @@ def available(refs: tuple[Reference, ...]) -> list[Reference]:
     out = []
     for r in refs:
         try:
-            importlib.import_module(f"bench.nab_reference.{r.module}")
+            r.detector_class()
         except ImportError as e:
             print(f"note: {r.name} skipped, bench/nab_reference/{r.module}.py does not import ({e})")
             continue

@@ -35,9 +35,13 @@ class Reference:
     cls: str
     published_standard: float
 
-    def make(self, input_min: float, input_max: float, probation: int) -> ReferenceDetector:
-        mod = importlib.import_module(f"{__package__}.{self.module}")
-        return getattr(mod, self.cls)(input_min, input_max, probation)
+    def detector_class(self) -> type:
+        """The detector's class (importing its module: ImportError while it is not there)."""
+        return getattr(importlib.import_module(f"{__package__}.{self.module}"), self.cls)
+
+    def make(self, input_min: float, input_max: float, probation: int, **options) -> ReferenceDetector:
+        """A detector for one file; ``options`` are the class's own (e.g. ``py2_ints``, ``python2``)."""
+        return self.detector_class()(input_min, input_max, probation, **options)
 
 
 # Published standard-profile scores on the full corpus (NAB scoreboard, quoted in the data's README).

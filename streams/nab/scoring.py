@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -50,28 +51,42 @@ class Series:
     probation: int
 
 
+def probation(n: int) -> int:
+    """NAB's probationary period of an n-row file: 15 %, at most 750 rows, never scored."""
+    return min(int(0.15 * n), 750)
+
+
+def point_worths(s: Series, rows: list[int], p: Profile) -> Iterator[tuple[int, float]]:
+    """For each of ``rows`` (ascending): its window's index (-1 outside every window) and its worth.
+
+    Inside a window, the weight a first detection there earns (early is better); outside, the
+    false positive's cost, scaled by the distance past the previous window (-A_FP before any).
+    """
+    k = 0
+    for i in rows:
+        while k < len(s.windows) and s.windows[k][1] < i:
+            k += 1
+        if k < len(s.windows) and s.windows[k][0] <= i:
+            lo, hi = s.windows[k]
+            yield k, p.tp * f(-(hi - i + 1) / (hi - lo + 1)) / f(-1.0)
+        elif k == 0:
+            yield -1, -p.fp
+        else:
+            lo, hi = s.windows[k - 1]
+            yield -1, p.fp * f((i - hi) / (hi - lo + 1))
+
+
 def file_score(s: Series, threshold: float, p: Profile) -> float:
     hits = np.flatnonzero(s.scores >= threshold)
-    hits = hits[hits >= s.probation]
     total = 0.0
-    win_i = 0
-    detected = [False] * len(s.windows)
-    for i in hits.tolist():
-        while win_i < len(s.windows) and s.windows[win_i][1] < i:
-            win_i += 1
-        if win_i < len(s.windows) and s.windows[win_i][0] <= i <= s.windows[win_i][1]:
-            if not detected[win_i]:
-                lo, hi = s.windows[win_i]
-                width = hi - lo + 1
-                total += p.tp * f(-(hi - i + 1) / width) / f(-1.0)
-                detected[win_i] = True
-            continue
-        if win_i == 0:
-            total -= p.fp
-        else:
-            lo, hi = s.windows[win_i - 1]
-            total += p.fp * f((i - hi) / (hi - lo + 1))
-    return total - p.fn * detected.count(False)
+    detected: set[int] = set()
+    for k, worth in point_worths(s, hits[hits >= s.probation].tolist(), p):
+        if k < 0:
+            total += worth
+        elif k not in detected:  # only a window's first detection counts
+            detected.add(k)
+            total += worth
+    return total - p.fn * (len(s.windows) - len(detected))
 
 
 def normalised(series: list[Series], threshold: float, p: Profile) -> tuple[float, float]:
@@ -101,22 +116,10 @@ def best_threshold(series: list[Series], p: Profile) -> float:
     for s in series:
         idx = np.arange(s.probation, len(s.scores))
         idx = idx[s.scores[idx] > 0]
-        k = 0
-        for i in idx.tolist():
-            while k < len(s.windows) and s.windows[k][1] < i:
-                k += 1
-            if k < len(s.windows) and s.windows[k][0] <= i:
-                lo, hi = s.windows[k]
-                worth.append(p.tp * f(-(hi - i + 1) / (hi - lo + 1)) / f(-1.0))
-                window.append(n_windows + k)
-            else:
-                if k == 0:
-                    worth.append(-p.fp)
-                else:
-                    lo, hi = s.windows[k - 1]
-                    worth.append(p.fp * f((i - hi) / (hi - lo + 1)))
-                window.append(-1)
-            scores.append(float(s.scores[i]))
+        for k, w in point_worths(s, idx.tolist(), p):
+            window.append(n_windows + k if k >= 0 else -1)
+            worth.append(w)
+        scores.extend(s.scores[idx].tolist())
         n_windows += len(s.windows)
     total = best_raw = -p.fn * n_windows
     best = 1.01
@@ -174,7 +177,7 @@ def scored(key: str, stamps: list[str], scores: list[float], wins: list[list[str
         if inside:
             spans.append((min(inside), max(inside)))
     n = len(scores)
-    return Series(key, np.asarray(scores), tuple(spans), min(int(0.15 * n), 750))
+    return Series(key, np.asarray(scores), tuple(spans), probation(n))
 
 
 def report(results: Path, data: Path) -> dict[str, dict[str, float]]:
