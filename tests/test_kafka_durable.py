@@ -184,9 +184,28 @@ def run_feed(system: System, messages: list[tuple[str, str]], at_third=None) -> 
         lis.close()
 
 
+def caught_up(health: dict, n: int) -> bool:
+    """Ingest took all n readings, the worker processed each once and the incident service took
+    every warning the worker sent. Not just ``lag == 0``: a worker with no partitions assigned yet
+    reports lag 0 too, and CI on 2026-12-03 read an empty incident list off such a moment."""
+    streams, alerts = health.get("streams", {}), health.get("alerts", {})
+    return (health["accepted"] >= n and health["lag"] == 0 and streams.get("readings", 0) >= n
+            and alerts.get("warnings_in", 0) >= streams.get("warnings", 0))
+
+
 def settled(system: System, n: int, timeout: float) -> list[tuple]:
-    """Once ingest took all n and the worker caught up: the incidents, when unchanged for 3 s."""
-    wait_for(lambda: (h := system.api("/api/health"))["accepted"] >= n and h["lag"] == 0, timeout, every=0.5)
+    """Once the whole system caught up with the n readings: the incidents, when unchanged for 3 s."""
+    seen: dict = {}
+
+    def check() -> bool:
+        seen.update(system.api("/api/health"))
+        return caught_up(seen, n)
+
+    try:
+        wait_for(check, timeout, every=0.5)
+    except AssertionError as e:
+        last = {k: seen.get(k) for k in ("accepted", "lag", "streams", "alerts", "components")}
+        raise AssertionError(f"{e}; last health: {json.dumps(last)}; log: {system.log.read_text()[-3000:]}") from None
     last, since = None, time.time()
     deadline = time.time() + timeout
     while time.time() < deadline:
