@@ -150,9 +150,13 @@ def test_health_view_shows_components_rejects_and_lag(dash_duo, screen_settings,
     dash_duo.start_server(app, navigate=False)  # the login page comes first
     login(dash_duo, "admin", ADMIN, "/health")
     wait_text(dash_duo, "#components", "alerts")
-    down = dash_duo.find_elements("#components .comp.down")
-    assert [e.find_element("css selector", "span:nth-child(2)").text for e in down] == ["alerts"]
-    assert "restarting" in down[0].find_element("css selector", ".why").text  # and why it is down
+    # read in one script: the view refreshes every second, so elements found first can be
+    # replaced before their text is asked for (a stale element, seen in CI on 2026-12-04)
+    down = dash_duo.driver.execute_script(
+        "return [...document.querySelectorAll('#components .comp.down')].map("
+        "e => [e.querySelector('span:nth-child(2)').textContent, e.querySelector('.why').textContent]);")
+    assert [name for name, _ in down] == ["alerts"]
+    assert "restarting" in down[0][1]  # and why it is down
     wait_text(dash_duo, "#flow", "1,234 records")
     wait_text(dash_duo, "#recent-rejects", "unknown_device")
     bars = dash_duo.driver.execute_script(
