@@ -13,7 +13,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from streams.detectors.base import Finding
-from streams.detectors.baseline import SeasonalBaseline
+from streams.detectors.baseline import SeasonalBaseline, SeasonalProfile
 from streams.detectors.camera import LABEL_POLICY, CameraLabel, CountBaseline
 from streams.detectors.change import Cusum
 from streams.detectors.episode import Episode
@@ -121,8 +121,9 @@ def sensor_monitor(device: str, kind: str, limits: dict[str, float], utc_offset_
     dets: list = [PhysicalRange(kind), Flatline()]
     if limits:
         dets.append(StaticLimits(limits.get("warning"), limits.get("alarm")))
-    base = SeasonalBaseline(utc_offset_s, side=BASELINE_SIDE.get(kind, 0))
-    dets += [base, Cusum(reference=base), RateOfChange(kind)]
+    profile = SeasonalProfile(utc_offset_s)
+    base = SeasonalBaseline(utc_offset_s, side=BASELINE_SIDE.get(kind, 0), second=profile)
+    dets += [base, Cusum(profile=profile), RateOfChange(kind)]
     return Monitor(device, kind, dets)
 
 

@@ -88,6 +88,62 @@ def test_cusum_finds_a_small_level_shift_not_the_noise():
     assert found and found[0].active and 400 <= (found[0].t - T0) / MIN < 460
 
 
+def city_days(days: float, every_s: float, change=None, seed: int = 5, sparse_s: float = 0.0):
+    """A noisy sensor with a daily cycle (5 spreads) and lower weekends (3 spreads), every ``every_s``
+    (every 5 minutes for the first ``sparse_s``); ``change(t)`` is added on top."""
+    t = np.concatenate((T0 + np.arange(0.0, sparse_s, 300.0), T0 + np.arange(sparse_s, days * 86400, every_s)))
+    d = (t - T0) / 86400
+    x = 40 + 5 * np.sin(2 * np.pi * d) - 3.0 * ((d // 1) % 7 >= 5) + np.random.default_rng(seed).normal(0, 1, t.size)
+    return t, x + (0.0 if change is None else change(t))
+
+
+def change_findings(t, x):
+    out: list = []
+    sensor_monitor("aq-1", "pm25", {}, 0.0).step_many(t, x, out)
+    return [f for f in out if f.detector == "change" and f.active]
+
+
+@pytest.mark.parametrize("every_s", [30.0, 1.0])
+def test_the_sensors_change_detector_finds_a_2_spread_shift_and_a_drift_not_the_weeks_rhythm(every_s):
+    """The monitor's Cusum (against its seasonal profile, per time) finds what the fast
+    baseline absorbs: before 2026-12-04 neither of these was ever found, at any cadence. The
+    1 Hz sensor reports every 5 minutes in its first week (the profile learns for a week)."""
+    days, at, sparse = (17.0, 10.3 * 86400, 0.0) if every_s >= 30 else (8.5, 8.0 * 86400, 7.6 * 86400)
+    # weekends and days are the rhythm, not changes (the first week is learned, not judged)
+    assert change_findings(*city_days(days, every_s, sparse_s=sparse)) == []
+    for change, within_s in ((lambda t: 2.0 * (t >= T0 + at), 3600),
+                             (lambda t: np.clip((t - T0 - at) / 3600, 0, None), 3 * 3600)):
+        found = change_findings(*city_days(days, every_s, change, sparse_s=sparse))
+        assert found and 0 <= found[0].t - (T0 + at) <= within_s, found[:1]
+        assert found[0].started_at >= T0 + at - 600
+
+
+def test_the_baseline_asks_the_profile_before_calling_a_smooth_daily_rise_unusual():
+    """A smooth, low-noise daily curve (temperature, 0.1 of noise on a swing of 10): the fast
+    baseline's hour bucket still holds yesterday's end of the hour when the next one starts; once
+    the profile knows the week, a reading near what the hour usually is is not unusual. A spike
+    stays unusual to both."""
+    t = T0 + np.arange(0.0, 12 * 86400, 30.0)
+    x = 25 + 5 * np.sin(2 * np.pi * (t - T0) / 86400 - 2) + np.random.default_rng(3).normal(0, 0.1, t.size)
+    spike = (t >= T0 + 10.3 * 86400) & (t < T0 + 10.3 * 86400 + 90)
+    for xs, want in ((x, []), (np.where(spike, x + 5.0, x), [T0 + 10.3 * 86400])):
+        out: list = []
+        sensor_monitor("tp-1", "temperature", {}, 0.0).step_many(t, xs, out)
+        late = sorted({f.started_at for f in out if f.detector == "baseline" and f.active and f.t > T0 + 8 * 86400})
+        assert late == [min(t[t >= w]) for w in want]
+    assert any(f.detector == "baseline" and f.t < T0 + 7 * 86400 for f in out)  # in the first week it still does
+
+
+def test_a_cusum_checkpoint_from_before_the_profile_restores():
+    m = sensor_monitor("aq-1", "pm25", {}, 0.0)
+    cusum = m.detectors[-2]
+    cusum.restore([[1.0, 0.5, 40.0], 3.0, 0.0, T0])  # the 2026-12-03 format: no profile
+    assert (cusum.pos, cusum.since, cusum.last_t, cusum.profile.first_t) == (3.0, T0, None, None)
+    out: list = []
+    m.step_many(*city_days(1.0, 60.0), out)
+    assert cusum.profile.first_t == T0 and cusum.last_t == T0 + 86400 - 60
+
+
 def test_rate_of_change_water_rising_fast():
     ts = T0 + np.arange(60) * MIN
     slow = 1.0 + 0.001 * np.arange(60)

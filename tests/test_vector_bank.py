@@ -17,6 +17,7 @@ import pytest
 from citybrain.settings import Settings
 from streams.core import StreamCore
 from streams.detectors.base import Finding
+from streams.detectors.change import Cusum
 from streams.monitor import RELEARN_AFTER, Monitor, sensor_monitor
 from streams.vector.bank import BASE, F, SensorBank, _rounds
 from tests.test_streams_core import make_batch
@@ -46,7 +47,7 @@ class Feed:
 def device_series(rng: np.random.Generator, kind: str, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(arrival key, event time, value) of one device: normal days plus the troubles of a city."""
     level, sd, amp, limits, integer = KINDS[kind]
-    cad = float(rng.choice([60.0, 120.0, 300.0]))
+    cad = float(rng.choice([60.0, 120.0, 300.0, 1800.0]))  # 1800: 25 days, the Cusum's profile past its first week
     gaps = cad * np.clip(1 + 0.05 * rng.standard_normal(n), 0.5, None)
     gaps[rng.random(n) < 0.01] = 0.0  # repeated timestamps
     for i in rng.choice(np.arange(100, n), size=2, replace=False):
@@ -191,6 +192,41 @@ def test_relearn_after_a_long_anomaly_is_covered():
     assert run.max_run > RELEARN_AFTER + 50
 
 
+def test_profile_weeks_rebases_and_fast_readings_are_covered(monkeypatch):
+    """The Cusum's seasonal profile past its first week, a rebase (a shift that became the new
+    normal), readings closer than FULL_S (counted in part) and a daily step the profile does not
+    interpolate across: identical."""
+    rebases: list[float] = []  # the shift of each scalar rebase
+    orig = Cusum.rebase
+
+    def spy(self):
+        rebases.append(self.dev)
+        return orig(self)
+
+    monkeypatch.setattr(Cusum, "rebase", spy)
+    rng = np.random.default_rng(11)
+    gaps = np.r_[np.full(1100, 600.0), np.full(2000, 60.0)]  # a week every 10 min, then every minute
+    gaps[200:260] = 2.0  # a burst: 2 s apart
+    gaps[1300:1340] = 0.5
+    t = T0 + np.cumsum(gaps)
+    day = (t - T0) / 86400.0
+    x = 40 + 5 * np.sin(2 * np.pi * day) + rng.normal(0, 1, t.size)
+    x[(day > 3) & (day < 5)] += 3.0  # in the first week: learned, not judged
+    x[day > 8.0] -= 3.0  # after it: a change, then (after RELEARN_AFTER readings) the new normal
+    hour = ((t - T0) / 3600.0) % 24
+    b = 2 * x + 7 + 30 * ((hour >= 9) & (hour < 18))  # office hours: a step, not interpolated
+    feed = Feed(3600.0, [("a", "pm25", {}), ("b", "mystery", {})])
+    for lo in range(0, t.size, 4):
+        sl = slice(lo, lo + 4)
+        k = t[sl].size
+        feed.batches.append((["a"] * k + ["b"] * k, np.r_[t[sl], t[sl]], np.r_[x[sl], b[sl]]))
+    run = run_both(feed)
+    assert run.scalar == run.vector, first_difference(run.scalar, run.vector)
+    assert_states(run.monitors, run.bank, run.rows)
+    assert rebases and all(d < -2 for d in rebases), rebases
+    assert any(f.detector == "change" and f.active for f in run.scalar)
+
+
 def test_interleaved_input_gives_each_device_its_findings_in_order():
     """Input not grouped by device: per device the same findings (the order across devices differs)."""
     feed = make_feed(5, n_devices=16, n=700)
@@ -312,11 +348,12 @@ def test_bank_matches_the_monitors_the_stream_core_builds(demo_city, monkeypatch
     for j, (dev, kind, grid) in enumerate(sensors):
         level, sd = CITY_LEVELS[kind]
         quiet = range(200, 240) if j % 9 == 4 else range(0)
-        for i in range(600):
+        for i in range(-340, 900):  # a first week every 30 min (the profile learns), then 30 h every 2 min
             if i in quiet:
                 continue
-            t = T0 + 60.0 * i + j
+            t = T0 + (1800.0 * (i + 340) if i < 0 else 340 * 1800.0 + 120.0 * i) + j
             v = level + rng.normal(0, sd) + (3.5 * min(1.0, (i - 299) / 5) if kind == "water_level" and 300 <= i < 330 else 0.0)
+            v += 3 * sd if kind == "pm25" and 800 <= i < 860 else 0.0  # a level shift on the second day
             v += 12 * sd if rng.random() < 0.003 else 0.0
             if j % 7 == 2 and 400 <= i < 440:
                 v = level

@@ -1,34 +1,53 @@
 """Two-sided CUSUM on standardised values: level shifts and slow drifts.
 
-Values are standardised against a slow robust level that does not learn from the shift it is
+Values are standardised against a slow expectation that does not learn from the shift it is
 trying to detect (it learns only while both sums are small), so a sustained shift keeps the sum
-growing instead of being absorbed. With a seasonal ``reference`` (the device's baseline) the
-residuals from the daily profile are summed instead, so rush hour is not a "shift".
+growing instead of being absorbed. With a :class:`SeasonalProfile` the expectation is what this
+hour usually is over past days and weeks, so rush hour is not a "shift"; without one it is a slow
+robust level.
+
+Sums are taken per time, not per reading: a reading counts fully from ``FULL_S`` after the one
+before and in proportion below that, so a sensor reporting ten times a second adds up a smooth
+signal's small, correlated residuals no faster than one reporting every 10 s (every city cadence
+counts fully). When the monitor decides a shift has lasted so long that it is the new normal, the
+expectation moves by the shift (``rebase``) instead of keeping the alarm up for weeks.
 """
 
 from __future__ import annotations
 
 from streams.detectors.base import RobustLevel, squash
+from streams.detectors.baseline import SeasonalProfile
 from streams.detectors.episode import EpisodeRule
+
+#: seconds between readings from which a reading counts fully in the sums
+FULL_S = 10.0
+#: rate of the running mean of the deviation (what a rebase moves the expectation by)
+DEV_ALPHA = 0.05
 
 
 class Cusum:
     name = "change"
     rule = EpisodeRule(on=0.5, off=0.2, min_count=1, quiet_s=900.0)
 
-    __slots__ = ("k", "h", "warmup", "ref", "pos", "neg", "since", "reference")
+    __slots__ = ("k", "h", "warmup", "ref", "pos", "neg", "since", "profile", "last_t", "dt", "dev")
 
     def __init__(self, k: float = 0.75, h: float = 12.0, warmup: int = 30, alpha: float = 0.02,
-                 reference=None) -> None:
+                 profile: SeasonalProfile | None = None) -> None:
         self.k, self.h, self.warmup = k, h, warmup
-        self.reference = reference  # anything with expected(t) -> (level, spread) | None
-        self.ref = RobustLevel(alpha=alpha)
+        self.profile = profile
+        self.ref = RobustLevel(alpha=alpha)  # the expectation when there is no profile
         self.pos = self.neg = 0.0
         self.since: float | None = None
+        self.last_t: float | None = None
+        self.dt = 0.0  # event time since the reading before (score_one to learn_one)
+        self.dev = 0.0  # running mean of the reading's deviation from the expectation
 
     def score_one(self, t: float, x: float) -> tuple[float, str]:
-        if self.reference is not None:
-            e = self.reference.expected(t)
+        last = self.last_t
+        self.dt = 0.0 if last is None else min(3600.0, max(0.0, t - last))
+        self.last_t = t if last is None else max(last, t)
+        if self.profile is not None:
+            e = self.profile.expected(t)
             if e is None:
                 return 0.0, ""
             level, spread = e
@@ -37,11 +56,13 @@ class Cusum:
             return 0.0, ""
         else:
             level, z = self.ref.level, self.ref.z(x)
+        self.dev += DEV_ALPHA * (x - level - self.dev)
+        w = 1.0 if last is None else min(1.0, self.dt / FULL_S)
         z = max(-10.0, min(10.0, z))
         # capped where the score saturates, so the sum drains soon after the level comes back
         cap = 3.0 * self.h
-        self.pos = min(cap, max(0.0, self.pos + z - self.k))
-        self.neg = min(cap, max(0.0, self.neg - z - self.k))
+        self.pos = min(cap, max(0.0, self.pos + w * (z - self.k)))
+        self.neg = min(cap, max(0.0, self.neg + w * (-z - self.k)))
         s = max(self.pos, self.neg)
         if s == 0.0:
             self.since = None
@@ -51,15 +72,34 @@ class Cusum:
         return squash(s / self.h, 1.0, 3.0), f"level shift {direction} from {level:.3g} (cusum {s:.1f})"
 
     def learn_one(self, t: float, x: float) -> None:
-        if max(self.pos, self.neg) < self.h:
-            self.ref.learn(x)
+        s = max(self.pos, self.neg)
+        if s < self.h:
+            if self.profile is not None:
+                self.profile.learn_one(t, x, self.dt)
+            else:
+                self.ref.learn(x)
+        elif s >= 2.0 * self.h:  # scored >= 0.5: the monitor lets it learn once it is the new normal
+            self.rebase()
 
-    def reset(self) -> None:
-        self.pos = self.neg = 0.0
+    def rebase(self) -> None:
+        """The shift is the new normal: move the expectation by it and start the sums again."""
+        if self.profile is not None:
+            self.profile.shift(self.dev)
+        else:
+            self.ref.level += self.dev
+        self.dev = self.pos = self.neg = 0.0
+        self.since = None
 
     def state(self) -> list:
-        return [self.ref.state(), self.pos, self.neg, self.since]
+        p = self.profile
+        return [self.ref.state(), self.pos, self.neg, self.since,
+                None if p is None else [p.state()[0], p.first_t], self.last_t, self.dev]
 
     def restore(self, s: list) -> None:
         self.ref.restore(s[0])
         self.pos, self.neg, self.since = s[1], s[2], s[3]
+        if len(s) > 4:
+            if self.profile is not None and s[4] is not None:
+                self.profile.restore([s[4][0]])
+                self.profile.first_t = s[4][1]
+            self.last_t, self.dev = s[5], s[6]

@@ -8,7 +8,7 @@ readings of one device keep their order while each round is fully vectorised.
 
 Covered exactly (same findings, same state, bit for bit) is what
 :func:`streams.monitor.sensor_monitor` builds for a sensor: PhysicalRange, Flatline, optional
-StaticLimits, SeasonalBaseline, Cusum on the baseline's residuals, RateOfChange, their episodes,
+StaticLimits, SeasonalBaseline, Cusum against its seasonal profile, RateOfChange, their episodes,
 the anomalous-run / relearn rule, the cadence and silence (both the silence a reading ends and
 the watermark sweep). Camera label and count monitors are not covered. The operations and their
 order are those of the scalar code (only + - * / abs, floor division, Python's min/max; no
@@ -23,8 +23,20 @@ from types import SimpleNamespace
 import numpy as np
 
 from streams.detectors.base import Finding
-from streams.detectors.baseline import _SLOTS, DAY, MIN_N, RES, WEEK, SeasonalBaseline
-from streams.detectors.change import Cusum
+from streams.detectors.baseline import (
+    _SLOTS,
+    DAY,
+    MIN_H,
+    MIN_N,
+    RES,
+    RES_PER_HOUR,
+    SMOOTH,
+    WEEK,
+    WEEK_S,
+    SeasonalBaseline,
+    SeasonalProfile,
+)
+from streams.detectors.change import DEV_ALPHA, FULL_S, Cusum
 from streams.detectors.faults import Cadence, Flatline, PhysicalRange
 from streams.detectors.limits import StaticLimits
 from streams.detectors.rate import RateOfChange
@@ -43,7 +55,7 @@ GUARDED = np.array([d in (SeasonalBaseline, Cusum) for d in DETECTORS])
 FIELDS = ("cad_last", "cad_level", "cad_spread", "cad_n", "silent", "run",
           "low", "high", "fl_last", "fl_run", "fl_moves",
           "warning", "alarm", "above", "has_limits", "side",
-          "cu_level", "cu_spread", "cu_n", "cu_pos", "cu_neg", "cu_since",
+          "cu_level", "cu_spread", "cu_n", "cu_pos", "cu_neg", "cu_since", "cu_last", "cu_dev", "pf_first",
           "rt_limit", "rt_last_t", "rt_last_x", "rt_level", "rt_spread", "rt_n")
 F = SimpleNamespace(**{name: i for i, name in enumerate(FIELDS)})
 _BL = _SLOTS + 1  # length of a baseline's arrays (one spare slot, as in SeasonalBaseline)
@@ -71,8 +83,10 @@ class _Params:
         base, cusum, rate, flat, lim, cad = (SeasonalBaseline(utc_offset_s), Cusum(), RateOfChange(), Flatline(),
                                              StaticLimits(None, None), Cadence())
         self.utc_offset_s, self.b_alpha, self.b_warmup = base.utc_offset_s, base.alpha, base.warmup
-        # (Cusum's own warmup does not apply: a sensor's Cusum follows the baseline's expectation)
-        self.k, self.h, self.c_alpha, self.c_clip = cusum.k, cusum.h, cusum.ref.alpha, cusum.ref.clip
+        # (Cusum's own warmup does not apply: a sensor's Cusum follows its profile's expectation)
+        self.k, self.h = cusum.k, cusum.h
+        prof = SeasonalProfile(utc_offset_s)
+        self.pf_per_hour = prof.per_hour
         self.r_warmup, self.r_alpha, self.r_clip = rate.warmup, rate.rates.alpha, rate.rates.clip
         self.min_run = flat.min_run
         self.hysteresis = lim.hysteresis
@@ -97,6 +111,7 @@ class SensorBank:
         self.index: dict[str, int] = {}
         self.s = np.zeros((len(FIELDS), capacity))
         self.bl = np.zeros((3, capacity, _BL))  # level, spread, n of every baseline slot
+        self.pf = np.zeros((3, capacity, _BL))  # the same for every Cusum's seasonal profile
         self.ep = np.zeros((len(episodes.FIELDS), len(DETECTORS), capacity))
 
     def __len__(self) -> int:
@@ -112,7 +127,7 @@ class SensorBank:
         limits = limits or {}
         rng, rate = PhysicalRange(kind), RateOfChange(kind)
         col = np.zeros(len(FIELDS))
-        for name in ("cad_last", "silent", "fl_last", "cu_since", "rt_last_t"):
+        for name in ("cad_last", "silent", "fl_last", "cu_since", "cu_last", "pf_first", "rt_last_t"):
             col[getattr(F, name)] = _NONE
         col[F.low], col[F.high] = rng.low, rng.high
         col[F.warning], col[F.alarm] = _nan(limits.get("warning")), _nan(limits.get("alarm"))
@@ -121,6 +136,7 @@ class SensorBank:
         col[F.rt_limit] = _nan(rate.limit)
         self.s[:, row] = col
         self.bl[:, row] = 0.0
+        self.pf[:, row] = 0.0
         self.ep[:, :, row] = 0.0
         for f in (episodes.PENDING_SINCE, episodes.OPEN_SINCE, episodes.CALM_SINCE):
             self.ep[f, :, row] = _NONE
@@ -154,6 +170,7 @@ class SensorBank:
         cap = max(64, 2 * self.s.shape[1])
         self.s = np.concatenate((self.s, np.zeros((self.s.shape[0], cap - self.s.shape[1]))), axis=1)
         self.bl = np.concatenate((self.bl, np.zeros((3, cap - self.bl.shape[1], _BL))), axis=1)
+        self.pf = np.concatenate((self.pf, np.zeros((3, cap - self.pf.shape[1], _BL))), axis=1)
         self.ep = np.concatenate((self.ep, np.zeros(self.ep.shape[:2] + (cap - self.ep.shape[2],))), axis=2)
 
     # ------------------------------------------------------------------ readings
@@ -181,21 +198,31 @@ class SensorBank:
         S = self.s[:, lo:hi].copy() if span else self.s.take(r, axis=1)
         E = self.ep[:, :, lo:hi].copy() if span else self.ep.take(r, axis=2)
         flat = self.bl.reshape(3, -1, copy=False)  # a view (row, slot) -> row * _BL + slot: fast to index
-        cells = r[:, None] * _BL + self._slots(t)
+        slots = self._slots(t)
+        cells = r[:, None] * _BL + slots
         B = flat.take(cells, axis=1)
+        flat_p = self.pf.reshape(3, -1, copy=False)
+        frac = np.remainder(t + self.p.utc_offset_s, 3600.0) / 3600.0
+        nbrs = self._neighbours(slots, frac)
+        cells_p = np.concatenate((cells, r[:, None] * _BL + nbrs), axis=1)
+        P = flat_p.take(cells_p, axis=1)
+        same_day = nbrs[:, 0] // DAY == slots[:, 0] // DAY  # hour-of-week neighbour on the same day
         with np.errstate(all="ignore"):  # branches not taken are computed too (NaN, inf): masked out
             self._silence_ended(S, r, pos, t, out)
-            scores, c = self._score(S, B, t, x)
+            scores, c = self._score(S, B, P, t, x, frac, same_day)
             moves = episodes.update(E, self.p.rules, t, scores)
             S[F.run] = np.where((scores >= 0.5).any(axis=0), S[F.run] + 1, 0.0)
             learn = (scores < 0.5) | (S[F.run] > RELEARN_AFTER) | ~GUARDED[:, None]
-            self._learn(S, B, c, t, x, learn)
+            rebase = self._learn(S, B, P, c, t, x, learn)
             self._seen(S, t)
         if span:
             self.s[:, lo:hi] = S
         else:  # flat indices: ``self.s[:, r] = S`` is ~5x slower
             _flat(self.s)[r + np.arange(0, self.s.size, self.s.shape[1])[:, None]] = S
         _flat(self.bl)[cells + np.arange(0, self.bl.size, flat.shape[1])[:, None, None]] = B  # (as above)
+        _flat(self.pf)[cells_p + np.arange(0, self.pf.size, flat_p.shape[1])[:, None, None]] = P
+        for i, d in rebase:  # rare: a shift became the new normal (Cusum.rebase)
+            self.pf[0, int(r[i]), :RES] += d
         if moves.at.size:  # the other episodes did not move
             at = moves.at
             _flat(self.ep)[r[at] + np.arange(0, self.ep.size, self.ep.shape[2])[:, None]] = E[:, :, at].reshape(-1, at.size)
@@ -208,7 +235,15 @@ class SensorBank:
         return np.stack(((hours // 24 + 3) % 7 * 24 + hours % 24, WEEK + hours % DAY,
                          np.full(m, _GLOB), np.full(m, RES)), axis=1)
 
-    def _score(self, S: np.ndarray, B: np.ndarray, t: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, Round]:
+    @staticmethod
+    def _neighbours(slots: np.ndarray, frac: np.ndarray) -> np.ndarray:
+        """The hour-of-week and hour-of-day buckets next to a reading's, on the side of the hour
+        it is in (SeasonalProfile.expected interpolates towards them)."""
+        step = np.where(frac >= 0.5, 1, -1)
+        return np.stack(((slots[:, 0] + step) % WEEK, WEEK + (slots[:, 1] - WEEK + step) % DAY), axis=1)
+
+    def _score(self, S: np.ndarray, B: np.ndarray, P: np.ndarray, t: np.ndarray, x: np.ndarray,
+               frac: np.ndarray, same_day: np.ndarray) -> tuple[np.ndarray, Round]:
         """Every detector's ``score_one``; Cusum and StaticLimits update their state, as theirs do."""
         p = self.p
         m = t.size
@@ -218,14 +253,19 @@ class SensorBank:
         scores[FLAT] = np.where((flat_run < p.min_run) | (S[F.fl_moves] < p.min_run), 0.0, 0.5)
         lo, alarm, above, alarm_hit = self._limits(S, x, scores)
         has_e, level, spread, z_raw = self._expected(B, x)
+        has_p, p_level, p_z = self._profile_expected(P, S[F.pf_first], t, x, frac, same_day)
+        z2 = (x - p_level) / spread
+        second = has_p & (np.abs(z2) < np.abs(z_raw))  # SeasonalBaseline.second's level is nearer
+        b_level = np.where(second, p_level, level)
+        z_raw = np.where(second, z2, z_raw)
         side = S[F.side]
         z = np.where(side != 0, pmax(0.0, z_raw * side), z_raw)
         scores[BASE] = np.where(has_e, squash(np.abs(z), *SQUASH_BASELINE), 0.0)
-        pos, neg, cusum = self._cusum(S, has_e, z_raw, t)
-        scores[CHANGE] = np.where(has_e, squash(cusum / p.h, *SQUASH_CHANGE), 0.0)
+        pos, neg, cusum, dt = self._cusum(S, has_p, p_z, p_level, t, x)
+        scores[CHANGE] = np.where(has_p, squash(cusum / p.h, *SQUASH_CHANGE), 0.0)
         rate_ok, rate, warm, rz = self._rate(S, t, x, scores)
-        c = Round(x, S[F.low], S[F.high], flat_run, lo, alarm, above, alarm_hit, has_e, level, spread, z,
-                  pos, neg, cusum, rate_ok, rate, S[F.rt_limit], warm, rz)
+        c = Round(x, S[F.low], S[F.high], flat_run, lo, alarm, above, alarm_hit, has_e, level, b_level, spread, z,
+                  has_p, p_level, dt, pos, neg, cusum, rate_ok, rate, S[F.rt_limit], warm, rz)
         return scores, c
 
     def _limits(self, S: np.ndarray, x: np.ndarray, scores: np.ndarray) -> tuple:
@@ -245,6 +285,11 @@ class SensorBank:
         scores[LIMITS] = np.where(has_lo & above, np.where(alarm_hit, s_alarm, s_warn), 0.0)
         return lo, alarm, above, alarm_hit
 
+    @staticmethod
+    def _week_old(first, t):
+        """SeasonalProfile.week_old (False while ``first`` is None, NaN)."""
+        return (first == first) & (t - first >= WEEK_S)
+
     def _expected(self, B: np.ndarray, x: np.ndarray) -> tuple:
         """SeasonalBaseline.expected (hour-of-week bucket, else hour-of-day) and the raw z."""
         lv, sp, nn = B
@@ -256,18 +301,45 @@ class SensorBank:
         spread = pmax(pmax(pmax(pmax(sp[ar, k], 0.8 * sp[:, 3]), 0.05 * sp[:, 2]), 1e-6 * np.abs(level)), 1e-9)
         return has_e, level, spread, (x - level) / spread
 
-    def _cusum(self, S: np.ndarray, has_e: np.ndarray, z_raw: np.ndarray, t: np.ndarray) -> tuple:
-        """Cusum.score_one on the baseline's residual (sums move only where there is a baseline)."""
+    def _profile_expected(self, P: np.ndarray, first: np.ndarray, t: np.ndarray, x: np.ndarray,
+                          frac: np.ndarray, same_day: np.ndarray) -> tuple:
+        """SeasonalProfile.expected: from its second week, the hour-of-week bucket (else the
+        hour-of-day one), interpolated towards the neighbouring bucket where that is a slope;
+        and the raw z."""
+        lv, sp, nn = P
+        ar = np.arange(x.size)
+        use_how = nn[:, 0] >= MIN_H
+        k = np.where(use_how, 0, 1)
+        ls = lv[ar, k]
+        has = self._week_old(first, t) & (nn[ar, k] >= MIN_H)
+        spread = pmax(pmax(pmax(pmax(sp[ar, k], 0.8 * sp[:, 3]), 0.05 * sp[:, 2]), 1e-6 * np.abs(ls)), 1e-9)
+        nb = k + 4  # the neighbour's column: 4 (hour of week) or 5 (hour of day)
+        gap = lv[ar, nb] - ls
+        slope = ((nn[ar, nb] >= MIN_H) & ~(np.abs(gap) > SMOOTH * pmax(sp[ar, k], sp[ar, nb]))
+                 & (same_day | ~use_how))
+        level = np.where(slope, ls + gap * np.where(frac >= 0.5, frac - 0.5, 0.5 - frac), ls)
+        return has, level, (x - level) / spread
+
+    def _cusum(self, S: np.ndarray, has_e: np.ndarray, z_raw: np.ndarray, level: np.ndarray, t: np.ndarray,
+               x: np.ndarray) -> tuple:
+        """Cusum.score_one against its profile (sums move only where the profile has an expectation)."""
         p = self.p
+        last = S[F.cu_last]
+        first = np.isnan(last)
+        dt = np.where(first, 0.0, pmin(3600.0, pmax(0.0, t - last)))
+        S[F.cu_last] = np.where(first, t, pmax(last, t))
+        dev = S[F.cu_dev]
+        S[F.cu_dev] = np.where(has_e, dev + DEV_ALPHA * (x - level - dev), dev)
+        w = np.where(first, 1.0, pmin(1.0, dt / FULL_S))
         cap = 3.0 * p.h
         zc = pmax(-10.0, pmin(10.0, z_raw))
-        pos = np.where(has_e, pmin(cap, pmax(0.0, S[F.cu_pos] + zc - p.k)), S[F.cu_pos])
-        neg = np.where(has_e, pmin(cap, pmax(0.0, S[F.cu_neg] - zc - p.k)), S[F.cu_neg])
+        pos = np.where(has_e, pmin(cap, pmax(0.0, S[F.cu_pos] + w * (zc - p.k))), S[F.cu_pos])
+        neg = np.where(has_e, pmin(cap, pmax(0.0, S[F.cu_neg] + w * (-zc - p.k))), S[F.cu_neg])
         s = pmax(pos, neg)
         since = S[F.cu_since]
         S[F.cu_since] = np.where(has_e, np.where(s == 0.0, _NONE, np.where(np.isnan(since), t, since)), since)
         S[F.cu_pos], S[F.cu_neg] = pos, neg
-        return pos, neg, s
+        return pos, neg, s, dt
 
     def _rate(self, S: np.ndarray, t: np.ndarray, x: np.ndarray, scores: np.ndarray) -> tuple:
         """RateOfChange.score_one: a per-kind limit, else the device's own learned rates."""
@@ -282,23 +354,25 @@ class SensorBank:
         scores[RATE] = np.where(ok, s, 0.0)
         return ok, rate, warm, rz
 
-    def _learn(self, S: np.ndarray, B: np.ndarray, c: Round, t: np.ndarray, x: np.ndarray,
-               learn: np.ndarray) -> None:
-        """Every detector's ``learn_one`` where the monitor lets it learn (``learn``, per column)."""
+    def _learn(self, S: np.ndarray, B: np.ndarray, P: np.ndarray, c: Round, t: np.ndarray, x: np.ndarray,
+               learn: np.ndarray) -> list[tuple[int, float]]:
+        """Every detector's ``learn_one`` where the monitor lets it learn (``learn``, per column).
+
+        Returns the Cusum rebases: (position in the round, the shift), for the caller to apply
+        to the whole profile (``P`` holds only this reading's buckets).
+        """
         p = self.p
-        lv, sp, nn = B  # views: updated in place
-        gate = learn[BASE]
-        res = gate & c.has_e
-        _, s3 = winsorised_step(lv[:, 3], sp[:, 3], nn[:, 3], x - c.level, 0.02, track_level=False)
-        sp[:, 3] = np.where(res, s3, sp[:, 3])
-        nn[:, 3] = np.where(res, pmin(nn[:, 3] + 1, 1e9), nn[:, 3])
-        g3 = gate[:, None]
-        l3, s3 = winsorised_step(lv[:, :3], sp[:, :3], nn[:, :3], x[:, None], p.b_alpha)
-        lv[:, :3] = np.where(g3, l3, lv[:, :3])
-        sp[:, :3] = np.where(g3, s3, sp[:, :3])
-        nn[:, :3] = np.where(g3, pmin(nn[:, :3] + 1, 1e9), nn[:, :3])
-        gate = learn[CHANGE] & (pmax(S[F.cu_pos], S[F.cu_neg]) < p.h)
-        _robust_learn(S, F.cu_level, gate, x, p.c_alpha, p.c_clip)
+        _learn_buckets(B, learn[BASE], c.has_e, c.level, x, p.b_alpha)
+        s = pmax(S[F.cu_pos], S[F.cu_neg])
+        gate = learn[CHANGE] & (s < p.h)
+        first = S[F.pf_first]
+        S[F.pf_first] = np.where(gate & np.isnan(first), t, first)
+        _learn_profile(P, gate, c.p_has, c.p_level, x, c.dt / 3600.0, p.pf_per_hour)
+        rebase = np.flatnonzero(learn[CHANGE] & (s >= 2.0 * p.h))
+        out = [(int(i), float(S[F.cu_dev, i])) for i in rebase]
+        for f in (F.cu_dev, F.cu_pos, F.cu_neg):
+            S[f, rebase] = 0.0
+        S[F.cu_since, rebase] = _NONE
         same = x == S[F.fl_last]
         S[F.fl_run] = np.where(same, S[F.fl_run] + 1, 1.0)
         S[F.fl_moves] = np.where(same, S[F.fl_moves], pmin(S[F.fl_moves] + 1, float(1 << 30)))
@@ -307,6 +381,7 @@ class SensorBank:
         move = np.isnan(S[F.rt_last_t]) | c.rate_ok
         S[F.rt_last_t] = np.where(move, t, S[F.rt_last_t])
         S[F.rt_last_x] = np.where(move, x, S[F.rt_last_x])
+        return out
 
     def _seen(self, S: np.ndarray, t: np.ndarray) -> None:
         """Cadence.seen: learn the gap, move last_t forward (never back)."""
@@ -394,10 +469,12 @@ class SensorBank:
         """Exactly ``Monitor.state()`` of the equivalent scalar monitor (checkpoints stay compatible)."""
         s = self.s[:, row].tolist()  # Python floats: cheaper to read one by one than numpy scalars
         raw = self.bl[:, row].tobytes()  # level, spread, n arrays one after the other
+        profile = [base64.b64encode(self.pf[:, row].tobytes()).decode(), _optf(s[F.pf_first])]
         cols = self._columns(row)
         dets = {RANGE: [], FLAT: [_optf(s[F.fl_last]), int(s[F.fl_run]), int(s[F.fl_moves])],
                 LIMITS: [bool(s[F.above])], BASE: [base64.b64encode(raw).decode()],
-                CHANGE: [_robust_state(s, F.cu_level), s[F.cu_pos], s[F.cu_neg], _optf(s[F.cu_since])],
+                CHANGE: [_robust_state(s, F.cu_level), s[F.cu_pos], s[F.cu_neg], _optf(s[F.cu_since]),
+                         profile, _optf(s[F.cu_last]), s[F.cu_dev]],
                 RATE: [_optf(s[F.rt_last_t]), s[F.rt_last_x], _robust_state(s, F.rt_level)]}
         e = self.ep[:, :, row].T.tolist()
         eps = [[_optf(ps), int(pn), _optf(os_), rep, _optf(calm), peak]
@@ -420,6 +497,9 @@ class SensorBank:
             elif j == CHANGE:
                 _robust_restore(s, F.cu_level, d[0])
                 s[F.cu_pos], s[F.cu_neg], s[F.cu_since] = d[1], d[2], _nan(d[3])
+                if len(d) > 4:  # (checkpoints before 2026-12-04 have no profile)
+                    self.pf[:, row] = np.frombuffer(base64.b64decode(d[4][0]), dtype=np.float64).reshape(3, _BL)
+                    s[F.pf_first], s[F.cu_last], s[F.cu_dev] = _nan(d[4][1]), _nan(d[5]), d[6]
             elif j == RATE:
                 s[F.rt_last_t], s[F.rt_last_x] = _nan(d[0]), d[1]
                 _robust_restore(s, F.rt_level, d[2])
@@ -459,9 +539,11 @@ def _config(m: Monitor) -> tuple:
         elif isinstance(d, StaticLimits):
             out += [d.warning, d.alarm, d.hysteresis]
         elif isinstance(d, SeasonalBaseline):
-            out += [d.alpha, d.warmup, d.utc_offset_s, d.side]
+            out += [d.alpha, d.warmup, d.utc_offset_s, d.side, d.second is m.detectors[-2].profile]
         elif isinstance(d, Cusum):
-            out += [d.k, d.h, d.warmup, d.ref.alpha, d.ref.clip, d.reference is m.detectors[-3]]
+            pf = d.profile
+            out += [d.k, d.h, d.warmup, d.ref.alpha, d.ref.clip,
+                    None if pf is None else (pf.per_hour, pf.warmup, pf.utc_offset_s, pf.alpha)]
         elif isinstance(d, RateOfChange):
             out += [d.limit, d.warmup, d.rates.alpha, d.rates.clip]
     return tuple(out)
@@ -472,6 +554,45 @@ def _flat(a: np.ndarray) -> np.ndarray:
     v = a.view()
     v.shape = (a.size,)
     return v
+
+
+def _learn_profile(P: np.ndarray, gate: np.ndarray, has_e: np.ndarray, level: np.ndarray, x: np.ndarray,
+                   h: np.ndarray, per_hour: float) -> None:
+    """SeasonalProfile.learn_one where ``gate``, on a round's gathered buckets ``P`` (hour of week,
+    hour of day, all, residual, then the two neighbours, read only); ``h``: each reading's weight
+    in hours (its ``_learn_timed``)."""
+    lv, sp, nn = P  # views: updated in place
+    res = gate & has_e
+    n = nn[:, 3]
+    _, s3 = winsorised_step(lv[:, 3], sp[:, 3], _timed_n(n, h), x - level, RES_PER_HOUR * h, track_level=False)
+    sp[:, 3] = np.where(res, s3, sp[:, 3])
+    nn[:, 3] = np.where(res, pmin(n + h, 1e9), n)
+    g3, n3, h3 = gate[:, None], nn[:, :3], h[:, None]
+    l3, s3 = winsorised_step(lv[:, :3], sp[:, :3], _timed_n(n3, h3), x[:, None], (per_hour * h)[:, None])
+    lv[:, :3] = np.where(g3, l3, lv[:, :3])
+    sp[:, :3] = np.where(g3, s3, sp[:, :3])
+    nn[:, :3] = np.where(g3, pmin(n3 + h3, 1e9), n3)
+
+
+def _timed_n(n: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """SeasonalProfile._learn_timed's count in readings of weight ``h`` (inf: no weight)."""
+    return np.where(h > 0, n / h, np.where(n == 0, 0.0, np.inf))
+
+
+def _learn_buckets(B: np.ndarray, gate: np.ndarray, has_e: np.ndarray, level: np.ndarray, x: np.ndarray,
+                   alpha) -> None:
+    """SeasonalBaseline.learn_one (SeasonalProfile.learn_one with a per-reading ``alpha`` column)
+    where ``gate``, on a round's gathered buckets ``B`` (hour of week, hour of day, all, residual)."""
+    lv, sp, nn = B  # views: updated in place
+    res = gate & has_e
+    _, s3 = winsorised_step(lv[:, 3], sp[:, 3], nn[:, 3], x - level, 0.02, track_level=False)
+    sp[:, 3] = np.where(res, s3, sp[:, 3])
+    nn[:, 3] = np.where(res, pmin(nn[:, 3] + 1, 1e9), nn[:, 3])
+    g3 = gate[:, None]
+    l3, s3 = winsorised_step(lv[:, :3], sp[:, :3], nn[:, :3], x[:, None], alpha)
+    lv[:, :3] = np.where(g3, l3, lv[:, :3])
+    sp[:, :3] = np.where(g3, s3, sp[:, :3])
+    nn[:, :3] = np.where(g3, pmin(nn[:, :3] + 1, 1e9), nn[:, :3])
 
 
 def _robust_learn(S: np.ndarray, f: int, gate: np.ndarray, x: np.ndarray, alpha: float, clip: float) -> None:

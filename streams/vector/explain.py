@@ -24,9 +24,13 @@ class Round:
     above: np.ndarray
     alarm_hit: np.ndarray
     has_e: np.ndarray  # the baseline had an expectation
-    level: np.ndarray
+    level: np.ndarray  # the baseline's own expectation
+    b_level: np.ndarray  # the one its score used (its own or its second opinion's)
     spread: np.ndarray
     z: np.ndarray  # baseline z after the side rule
+    p_has: np.ndarray  # the Cusum's profile had an expectation
+    p_level: np.ndarray
+    dt: np.ndarray  # event time since the device's reading before (Cusum.dt)
     pos: np.ndarray
     neg: np.ndarray
     cusum: np.ndarray
@@ -66,15 +70,15 @@ def _limits(c: Round, i: int) -> str:
 def _baseline(c: Round, i: int) -> str:
     if not c.has_e[i]:
         return ""
-    x, level, spread, z = float(c.x[i]), float(c.level[i]), float(c.spread[i]), float(c.z[i])
+    x, level, spread, z = float(c.x[i]), float(c.b_level[i]), float(c.spread[i]), float(c.z[i])
     return f"{x:g} vs usual {level:.3g} +- {spread:.2g} ({z:+.1f} spreads)"
 
 
 def _change(c: Round, i: int) -> str:
-    if not c.has_e[i]:
+    if not c.p_has[i]:
         return ""
     direction = "up" if c.pos[i] >= c.neg[i] else "down"
-    return f"level shift {direction} from {float(c.level[i]):.3g} (cusum {float(c.cusum[i]):.1f})"
+    return f"level shift {direction} from {float(c.p_level[i]):.3g} (cusum {float(c.cusum[i]):.1f})"
 
 
 def _rate(c: Round, i: int) -> str:
