@@ -63,6 +63,8 @@ class Monitor:
         for d, s in zip(self.detectors, scores):
             if s < 0.5 or stale or not isinstance(d, _GUARDED):
                 d.learn_one(t, x)
+            elif isinstance(d, Cusum):
+                d.learn_guarded(t, x)
         self.cadence.seen(t)
 
     def pending(self) -> bool:
@@ -123,7 +125,7 @@ def sensor_monitor(device: str, kind: str, limits: dict[str, float], utc_offset_
         dets.append(StaticLimits(limits.get("warning"), limits.get("alarm")))
     profile = SeasonalProfile(utc_offset_s)
     base = SeasonalBaseline(utc_offset_s, side=BASELINE_SIDE.get(kind, 0), second=profile)
-    dets += [base, Cusum(profile=profile), RateOfChange(kind)]
+    dets += [base, Cusum(profile=profile, fallback=base), RateOfChange(kind)]
     return Monitor(device, kind, dets)
 
 

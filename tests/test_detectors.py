@@ -118,6 +118,15 @@ def test_the_sensors_change_detector_finds_a_2_spread_shift_and_a_drift_not_the_
         assert found[0].started_at >= T0 + at - 600
 
 
+def test_in_the_first_week_the_change_detector_judges_against_the_fast_baseline():
+    """The profile learns for a week; meanwhile the baseline stands in, so a large shift is still
+    a change on a device's second day (a small one is absorbed, as before 2026-12-04)."""
+    at = 1.3 * 86400
+    found = change_findings(*city_days(2.0, 30.0, lambda t: 10.0 * (t >= T0 + at)))
+    assert found and 0 <= found[0].t - (T0 + at) <= 300, found[:1]
+    assert change_findings(*city_days(2.0, 30.0, lambda t: 2.0 * (t >= T0 + at))) == []
+
+
 def test_the_baseline_asks_the_profile_before_calling_a_smooth_daily_rise_unusual():
     """A smooth, low-noise daily curve (temperature, 0.1 of noise on a swing of 10): the fast
     baseline's hour bucket still holds yesterday's end of the hour when the next one starts; once

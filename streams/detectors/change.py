@@ -4,7 +4,8 @@ Values are standardised against a slow expectation that does not learn from the 
 trying to detect (it learns only while both sums are small), so a sustained shift keeps the sum
 growing instead of being absorbed. With a :class:`SeasonalProfile` the expectation is what this
 hour usually is over past days and weeks, so rush hour is not a "shift"; without one it is a slow
-robust level.
+robust level. While the profile is still learning (a device's first week) a ``fallback`` (the
+sensor's fast baseline) stands in: it absorbs small shifts but still shows large ones.
 
 Sums are taken per time, not per reading: a reading counts fully from ``FULL_S`` after the one
 before and in proportion below that, so a sensor reporting ten times a second adds up a smooth
@@ -29,12 +30,15 @@ class Cusum:
     name = "change"
     rule = EpisodeRule(on=0.5, off=0.2, min_count=1, quiet_s=900.0)
 
-    __slots__ = ("k", "h", "warmup", "ref", "pos", "neg", "since", "profile", "last_t", "dt", "dev")
+    __slots__ = ("k", "h", "warmup", "ref", "pos", "neg", "since", "profile", "fallback", "profiled",
+                 "last_t", "dt", "dev")
 
     def __init__(self, k: float = 0.75, h: float = 12.0, warmup: int = 30, alpha: float = 0.02,
-                 profile: SeasonalProfile | None = None) -> None:
+                 profile: SeasonalProfile | None = None, fallback=None) -> None:
         self.k, self.h, self.warmup = k, h, warmup
         self.profile = profile
+        self.fallback = fallback  # anything with expected(t) -> (level, spread) | None
+        self.profiled = False  # the profile gave this reading's expectation (score_one to learn_one)
         self.ref = RobustLevel(alpha=alpha)  # the expectation when there is no profile
         self.pos = self.neg = 0.0
         self.since: float | None = None
@@ -48,6 +52,9 @@ class Cusum:
         self.last_t = t if last is None else max(last, t)
         if self.profile is not None:
             e = self.profile.expected(t)
+            self.profiled = e is not None
+            if e is None and self.fallback is not None:
+                e = self.fallback.expected(t)
             if e is None:
                 return 0.0, ""
             level, spread = e
@@ -73,20 +80,26 @@ class Cusum:
 
     def learn_one(self, t: float, x: float) -> None:
         s = max(self.pos, self.neg)
-        if s < self.h:
-            if self.profile is not None:
-                self.profile.learn_one(t, x, self.dt)
-            else:
-                self.ref.learn(x)
-        elif s >= 2.0 * self.h:  # scored >= 0.5: the monitor lets it learn once it is the new normal
+        if s >= 2.0 * self.h:  # scored >= 0.5: the monitor lets it learn once it is the new normal
             self.rebase()
+        if self.profile is None:
+            if s < self.h:
+                self.ref.learn(x)
+        elif s < self.h or not self.profiled:
+            self.profile.learn_one(t, x, self.dt)
+
+    def learn_guarded(self, t: float, x: float) -> None:
+        """The monitor judged this reading anomalous: a profile that did not judge it (the
+        fallback did, in the first week) learns it all the same; it is not what was tested."""
+        if self.profile is not None and not self.profiled:
+            self.profile.learn_one(t, x, self.dt)
 
     def rebase(self) -> None:
         """The shift is the new normal: move the expectation by it and start the sums again."""
-        if self.profile is not None:
-            self.profile.shift(self.dev)
-        else:
+        if self.profile is None:
             self.ref.level += self.dev
+        elif self.profiled:  # (a shift seen against the fallback: the profile learns it as it is)
+            self.profile.shift(self.dev)
         self.dev = self.pos = self.neg = 0.0
         self.since = None
 

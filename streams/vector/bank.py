@@ -254,6 +254,8 @@ class SensorBank:
         lo, alarm, above, alarm_hit = self._limits(S, x, scores)
         has_e, level, spread, z_raw = self._expected(B, x)
         has_p, p_level, p_z = self._profile_expected(P, S[F.pf_first], t, x, frac, same_day)
+        # the Cusum's expectation: its profile's, else (the first week) its fallback, the baseline
+        c_has, c_level, c_z = has_p | has_e, np.where(has_p, p_level, level), np.where(has_p, p_z, z_raw)
         z2 = (x - p_level) / spread
         second = has_p & (np.abs(z2) < np.abs(z_raw))  # SeasonalBaseline.second's level is nearer
         b_level = np.where(second, p_level, level)
@@ -261,11 +263,11 @@ class SensorBank:
         side = S[F.side]
         z = np.where(side != 0, pmax(0.0, z_raw * side), z_raw)
         scores[BASE] = np.where(has_e, squash(np.abs(z), *SQUASH_BASELINE), 0.0)
-        pos, neg, cusum, dt = self._cusum(S, has_p, p_z, p_level, t, x)
-        scores[CHANGE] = np.where(has_p, squash(cusum / p.h, *SQUASH_CHANGE), 0.0)
+        pos, neg, cusum, dt = self._cusum(S, c_has, c_z, c_level, t, x)
+        scores[CHANGE] = np.where(c_has, squash(cusum / p.h, *SQUASH_CHANGE), 0.0)
         rate_ok, rate, warm, rz = self._rate(S, t, x, scores)
         c = Round(x, S[F.low], S[F.high], flat_run, lo, alarm, above, alarm_hit, has_e, level, b_level, spread, z,
-                  has_p, p_level, dt, pos, neg, cusum, rate_ok, rate, S[F.rt_limit], warm, rz)
+                  has_p, p_level, c_has, c_level, dt, pos, neg, cusum, rate_ok, rate, S[F.rt_limit], warm, rz)
         return scores, c
 
     def _limits(self, S: np.ndarray, x: np.ndarray, scores: np.ndarray) -> tuple:
@@ -364,12 +366,12 @@ class SensorBank:
         p = self.p
         _learn_buckets(B, learn[BASE], c.has_e, c.level, x, p.b_alpha)
         s = pmax(S[F.cu_pos], S[F.cu_neg])
-        gate = learn[CHANGE] & (s < p.h)
+        gate = ~c.p_has | (learn[CHANGE] & (s < p.h))  # learn_one, and learn_guarded where not profiled
         first = S[F.pf_first]
         S[F.pf_first] = np.where(gate & np.isnan(first), t, first)
         _learn_profile(P, gate, c.p_has, c.p_level, x, c.dt / 3600.0, p.pf_per_hour)
         rebase = np.flatnonzero(learn[CHANGE] & (s >= 2.0 * p.h))
-        out = [(int(i), float(S[F.cu_dev, i])) for i in rebase]
+        out = [(int(i), float(S[F.cu_dev, i])) for i in rebase if c.p_has[i]]  # (the fallback's: no shift)
         for f in (F.cu_dev, F.cu_pos, F.cu_neg):
             S[f, rebase] = 0.0
         S[F.cu_since, rebase] = _NONE
@@ -543,7 +545,8 @@ def _config(m: Monitor) -> tuple:
         elif isinstance(d, Cusum):
             pf = d.profile
             out += [d.k, d.h, d.warmup, d.ref.alpha, d.ref.clip,
-                    None if pf is None else (pf.per_hour, pf.warmup, pf.utc_offset_s, pf.alpha)]
+                    None if pf is None else (pf.per_hour, pf.warmup, pf.utc_offset_s, pf.alpha),
+                    d.fallback is m.detectors[-3]]
         elif isinstance(d, RateOfChange):
             out += [d.limit, d.warmup, d.rates.alpha, d.rates.clip]
     return tuple(out)

@@ -30,6 +30,8 @@ class Round:
     z: np.ndarray  # baseline z after the side rule
     p_has: np.ndarray  # the Cusum's profile had an expectation
     p_level: np.ndarray
+    c_has: np.ndarray  # the Cusum had one (its profile's, else its fallback's), and its level
+    c_level: np.ndarray
     dt: np.ndarray  # event time since the device's reading before (Cusum.dt)
     pos: np.ndarray
     neg: np.ndarray
@@ -75,10 +77,10 @@ def _baseline(c: Round, i: int) -> str:
 
 
 def _change(c: Round, i: int) -> str:
-    if not c.p_has[i]:
+    if not c.c_has[i]:
         return ""
     direction = "up" if c.pos[i] >= c.neg[i] else "down"
-    return f"level shift {direction} from {float(c.p_level[i]):.3g} (cusum {float(c.cusum[i]):.1f})"
+    return f"level shift {direction} from {float(c.c_level[i]):.3g} (cusum {float(c.cusum[i]):.1f})"
 
 
 def _rate(c: Round, i: int) -> str:
