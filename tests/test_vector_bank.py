@@ -348,12 +348,12 @@ def test_bank_matches_the_monitors_the_stream_core_builds(demo_city, monkeypatch
     for j, (dev, kind, grid) in enumerate(sensors):
         level, sd = CITY_LEVELS[kind]
         quiet = range(200, 240) if j % 9 == 4 else range(0)
-        for i in range(-340, 900):  # a first week every 30 min (the profile learns), then 30 h every 2 min
+        for i in range(-85, 600):  # a first week every 2 hours (the profile learns), then 20 h every 2 min
             if i in quiet:
                 continue
-            t = T0 + (1800.0 * (i + 340) if i < 0 else 340 * 1800.0 + 120.0 * i) + j
+            t = T0 + (7200.0 * (i + 85) if i < 0 else 85 * 7200.0 + 120.0 * i) + j
             v = level + rng.normal(0, sd) + (3.5 * min(1.0, (i - 299) / 5) if kind == "water_level" and 300 <= i < 330 else 0.0)
-            v += 3 * sd if kind == "pm25" and 800 <= i < 860 else 0.0  # a level shift on the second day
+            v += 3 * sd if kind == "pm25" and 450 <= i < 510 else 0.0  # a level shift, in the second week
             v += 12 * sd if rng.random() < 0.003 else 0.0
             if j % 7 == 2 and 400 <= i < 440:
                 v = level
