@@ -111,8 +111,8 @@ class SeasonalProfile(SeasonalBaseline):
     Why: :class:`SeasonalBaseline` moves 10 % a reading, so a bucket follows the last ~10
     readings (5 minutes at a 30 s cadence, a second at 10 readings/s). That is what judges a
     single reading, but it absorbs a 2-spread level shift, or a drift of a spread an hour, before
-    a change detector standardised against it can add the shift up (measured 2026-12-04: neither
-    was ever found, at any cadence). Here a reading weighs the event time since the one before
+    a change detector standardised against it can add the shift up (measured 2026-12-04: the
+    shift was never found, at any cadence, the drift only after 5-8 hours). Here a reading weighs the event time since the one before
     (``dt``, in hours), ``n`` holds hours of data, and a bucket moves ``per_hour`` of the way per
     hour of readings it gets, whatever the cadence (~4 weeks of memory for an hour-of-week bucket,
     ~4 days for an hour-of-day one; young buckets average all they hold, by time). The residual
