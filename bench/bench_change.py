@@ -110,6 +110,13 @@ def simulated(kind: str):
     return f
 
 
+def series(s):
+    """The generator a case names: "city", "lognormal", or [name, *arguments]."""
+    if isinstance(s, str):
+        return {"city": city_sensor, "lognormal": lognormal}[s]
+    return {"smooth": smooth, "step": office_step, "sim": simulated}[s[0]](*s[1:])
+
+
 def run_case(c: dict) -> dict:
     """One case on the checkout this process imports ``streams`` from."""
     from streams.monitor import sensor_monitor
@@ -118,9 +125,7 @@ def run_case(c: dict) -> dict:
     sparse = c.get("sparse", 0.0)
     t = np.concatenate((T0 + np.arange(0.0, sparse, 300.0), T0 + np.arange(sparse, c["days"] * DAY_S, c["every"])))
     s = c["series"]
-    fn = {"city": city_sensor, "lognormal": lognormal}.get(s) if isinstance(s, str) else (
-        {"smooth": lambda: smooth(s[1], s[2]), "step": lambda: office_step(s[1]), "sim": lambda: simulated(s[1])}[s[0]]())
-    x = fn(t, rng)
+    x = series(s)(t, rng)
     if c["change"]:
         kind, size = c["change"]
         if kind == "set":  # the value itself, for 10 minutes

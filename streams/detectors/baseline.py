@@ -56,14 +56,16 @@ class SeasonalBaseline:
         """
         if self.n[_SLOTS - 1] < self.warmup:
             return None
-        glob = _SLOTS - 1
         for s in self._slots(t)[:2]:
             if self.n[s] >= MIN_N:
-                # a young bucket's spread is a guess from a few values: never below the noise level
-                spread = max(self.spread[s], 0.8 * self.spread[RES], 0.05 * self.spread[glob],
-                             1e-6 * abs(self.level[s]), 1e-9)
-                return self.level[s], spread
+                return self.level[s], self._spread(s)
         return None
+
+    def _spread(self, s: int) -> float:
+        """Bucket ``s``'s spread; a young bucket's is a guess from a few values: never below the
+        noise level (the residual slot) or a twentieth of the whole series' spread."""
+        return max(self.spread[s], 0.8 * self.spread[RES], 0.05 * self.spread[_SLOTS - 1],
+                   1e-6 * abs(self.level[s]), 1e-9)
 
     def score_one(self, t: float, x: float) -> tuple[float, str]:
         e = self.expected(t)
@@ -148,12 +150,11 @@ class SeasonalProfile(SeasonalBaseline):
         """
         if not self.week_old(t):
             return None
-        how, hod, glob = self._slots(t)
+        how, hod, _ = self._slots(t)
         s = how if self.n[how] >= MIN_H else hod
         if self.n[s] < MIN_H:
             return None
-        level = self.level[s]
-        spread = max(self.spread[s], 0.8 * self.spread[RES], 0.05 * self.spread[glob], 1e-6 * abs(level), 1e-9)
+        level, spread = self.level[s], self._spread(s)
         frac = ((t + self.utc_offset_s) % 3600.0) / 3600.0
         step, w = (1, frac - 0.5) if frac >= 0.5 else (-1, 0.5 - frac)
         nb = (s + step) % WEEK if s < WEEK else WEEK + (s - WEEK + step) % DAY

@@ -300,7 +300,7 @@ class SensorBank:
         has_e = (nn[:, 2] >= self.p.b_warmup) & (use_how | (nn[:, 1] >= MIN_N))
         k = np.where(use_how, 0, 1)
         level = lv[ar, k]
-        spread = pmax(pmax(pmax(pmax(sp[ar, k], 0.8 * sp[:, 3]), 0.05 * sp[:, 2]), 1e-6 * np.abs(level)), 1e-9)
+        spread = _spread(sp, ar, k, level)
         return has_e, level, spread, (x - level) / spread
 
     def _profile_expected(self, P: np.ndarray, first: np.ndarray, t: np.ndarray, x: np.ndarray,
@@ -314,7 +314,7 @@ class SensorBank:
         k = np.where(use_how, 0, 1)
         ls = lv[ar, k]
         has = self._week_old(first, t) & (nn[ar, k] >= MIN_H)
-        spread = pmax(pmax(pmax(pmax(sp[ar, k], 0.8 * sp[:, 3]), 0.05 * sp[:, 2]), 1e-6 * np.abs(ls)), 1e-9)
+        spread = _spread(sp, ar, k, ls)
         nb = k + 4  # the neighbour's column: 4 (hour of week) or 5 (hour of day)
         gap = lv[ar, nb] - ls
         slope = ((nn[ar, nb] >= MIN_H) & ~(np.abs(gap) > SMOOTH * pmax(sp[ar, k], sp[ar, nb]))
@@ -364,12 +364,13 @@ class SensorBank:
         to the whole profile (``P`` holds only this reading's buckets).
         """
         p = self.p
-        _learn_buckets(B, learn[BASE], c.has_e, c.level, x, p.b_alpha)
+        _learn_buckets(B, learn[BASE], c.has_e, c.level, x, p.b_alpha, 0.02)
         s = pmax(S[F.cu_pos], S[F.cu_neg])
         gate = ~c.p_has | (learn[CHANGE] & (s < p.h))  # learn_one, and learn_guarded where not profiled
         first = S[F.pf_first]
         S[F.pf_first] = np.where(gate & np.isnan(first), t, first)
-        _learn_profile(P, gate, c.p_has, c.p_level, x, c.dt / 3600.0, p.pf_per_hour)
+        h = c.dt / 3600.0
+        _learn_buckets(P, gate, c.p_has, c.p_level, x, (p.pf_per_hour * h)[:, None], RES_PER_HOUR * h, h)
         rebase = np.flatnonzero(learn[CHANGE] & (s >= 2.0 * p.h))
         out = [(int(i), float(S[F.cu_dev, i])) for i in rebase if c.p_has[i]]  # (the fallback's: no shift)
         for f in (F.cu_dev, F.cu_pos, F.cu_neg):
@@ -559,43 +560,37 @@ def _flat(a: np.ndarray) -> np.ndarray:
     return v
 
 
-def _learn_profile(P: np.ndarray, gate: np.ndarray, has_e: np.ndarray, level: np.ndarray, x: np.ndarray,
-                   h: np.ndarray, per_hour: float) -> None:
-    """SeasonalProfile.learn_one where ``gate``, on a round's gathered buckets ``P`` (hour of week,
-    hour of day, all, residual, then the two neighbours, read only); ``h``: each reading's weight
-    in hours (its ``_learn_timed``)."""
-    lv, sp, nn = P  # views: updated in place
+def _spread(sp: np.ndarray, ar: np.ndarray, k: np.ndarray, level: np.ndarray) -> np.ndarray:
+    """SeasonalBaseline._spread of column ``k`` of gathered buckets (column 3: residual, 2: all)."""
+    return pmax(pmax(pmax(pmax(sp[ar, k], 0.8 * sp[:, 3]), 0.05 * sp[:, 2]), 1e-6 * np.abs(level)), 1e-9)
+
+
+def _learn_buckets(B: np.ndarray, gate: np.ndarray, has_e: np.ndarray, level: np.ndarray, x: np.ndarray,
+                   alpha, res_alpha, h: np.ndarray | None = None) -> None:
+    """A seasonal learn_one where ``gate``, on a round's gathered buckets ``B`` (hour of week, hour
+    of day, all, residual; a profile's two neighbours after them are only read): with ``h`` None
+    SeasonalBaseline's (counts in readings), else SeasonalProfile's (each reading weighs ``h``
+    hours, its ``_learn_timed``)."""
+    lv, sp, nn = B  # views: updated in place
+    if h is None:
+        n_res, inc_res, n3, inc3 = nn[:, 3], 1, nn[:, :3], 1
+    else:
+        n_res, inc_res, inc3 = _timed_n(nn[:, 3], h), h, h[:, None]
+        n3 = _timed_n(nn[:, :3], inc3)
     res = gate & has_e
-    n = nn[:, 3]
-    _, s3 = winsorised_step(lv[:, 3], sp[:, 3], _timed_n(n, h), x - level, RES_PER_HOUR * h, track_level=False)
+    _, s3 = winsorised_step(lv[:, 3], sp[:, 3], n_res, x - level, res_alpha, track_level=False)
     sp[:, 3] = np.where(res, s3, sp[:, 3])
-    nn[:, 3] = np.where(res, pmin(n + h, 1e9), n)
-    g3, n3, h3 = gate[:, None], nn[:, :3], h[:, None]
-    l3, s3 = winsorised_step(lv[:, :3], sp[:, :3], _timed_n(n3, h3), x[:, None], (per_hour * h)[:, None])
+    nn[:, 3] = np.where(res, pmin(nn[:, 3] + inc_res, 1e9), nn[:, 3])
+    g3 = gate[:, None]
+    l3, s3 = winsorised_step(lv[:, :3], sp[:, :3], n3, x[:, None], alpha)
     lv[:, :3] = np.where(g3, l3, lv[:, :3])
     sp[:, :3] = np.where(g3, s3, sp[:, :3])
-    nn[:, :3] = np.where(g3, pmin(n3 + h3, 1e9), n3)
+    nn[:, :3] = np.where(g3, pmin(nn[:, :3] + inc3, 1e9), nn[:, :3])
 
 
 def _timed_n(n: np.ndarray, h: np.ndarray) -> np.ndarray:
     """SeasonalProfile._learn_timed's count in readings of weight ``h`` (inf: no weight)."""
     return np.where(h > 0, n / h, np.where(n == 0, 0.0, np.inf))
-
-
-def _learn_buckets(B: np.ndarray, gate: np.ndarray, has_e: np.ndarray, level: np.ndarray, x: np.ndarray,
-                   alpha) -> None:
-    """SeasonalBaseline.learn_one (SeasonalProfile.learn_one with a per-reading ``alpha`` column)
-    where ``gate``, on a round's gathered buckets ``B`` (hour of week, hour of day, all, residual)."""
-    lv, sp, nn = B  # views: updated in place
-    res = gate & has_e
-    _, s3 = winsorised_step(lv[:, 3], sp[:, 3], nn[:, 3], x - level, 0.02, track_level=False)
-    sp[:, 3] = np.where(res, s3, sp[:, 3])
-    nn[:, 3] = np.where(res, pmin(nn[:, 3] + 1, 1e9), nn[:, 3])
-    g3 = gate[:, None]
-    l3, s3 = winsorised_step(lv[:, :3], sp[:, :3], nn[:, :3], x[:, None], alpha)
-    lv[:, :3] = np.where(g3, l3, lv[:, :3])
-    sp[:, :3] = np.where(g3, s3, sp[:, :3])
-    nn[:, :3] = np.where(g3, pmin(nn[:, :3] + 1, 1e9), nn[:, :3])
 
 
 def _robust_learn(S: np.ndarray, f: int, gate: np.ndarray, x: np.ndarray, alpha: float, clip: float) -> None:
