@@ -3,7 +3,9 @@
 A monitor owns the detector objects of one source and runs them causally: every detector
 scores a reading before any learns from it, and the learned ones skip readings judged
 anomalous (so a flood does not become the new normal) unless the anomaly has lasted so long
-that it is the new normal (``RELEARN_AFTER`` readings).
+that it is the new normal: ``RELEARN_AFTER_S`` of event time and more than
+``RELEARN_MIN_READINGS`` readings (a reading count alone made a 1 Hz sensor's flood "normal"
+after 200 s and a half-hourly one's after four days).
 """
 
 from __future__ import annotations
@@ -21,7 +23,10 @@ from streams.detectors.faults import Cadence, Flatline, PhysicalRange
 from streams.detectors.limits import StaticLimits
 from streams.detectors.rate import RateOfChange
 
-RELEARN_AFTER = 200
+#: an anomalous run this long in event time (and longer than RELEARN_MIN_READINGS readings) is
+#: the new normal: the guarded detectors learn it (about the old 200 readings at a 1-minute cadence)
+RELEARN_AFTER_S = 3 * 3600.0
+RELEARN_MIN_READINGS = 20
 SILENCE = "silence"
 
 #: which direction of a learned deviation matters per kind (+1 high, -1 low, 0 both)
@@ -36,7 +41,8 @@ _GUARDED = (SeasonalBaseline, Cusum)
 class Monitor:
     """Detectors + episodes of one source. ``step`` handles one value at event time ``t``."""
 
-    __slots__ = ("source", "kind", "detectors", "episodes", "anomalous_run", "cadence", "silent_since", "_scores")
+    __slots__ = ("source", "kind", "detectors", "episodes", "anomalous_run", "anomalous_since", "cadence", "silent_since",
+                 "_scores")
 
     def __init__(self, source: str, kind: str, detectors: Iterable) -> None:
         self.source, self.kind = source, kind
@@ -44,6 +50,7 @@ class Monitor:
         self.episodes = [Episode(d.rule) for d in self.detectors]
         self._scores = [0.0] * len(self.detectors)
         self.anomalous_run = 0
+        self.anomalous_since: float | None = None  # event time of the current anomalous run's first reading
         self.cadence = Cadence()
         self.silent_since: float | None = None  # last_t of the silence already reported
 
@@ -58,14 +65,23 @@ class Monitor:
             f = ep.update(d.name, self.source, self.kind, t, x, s, why)
             if f is not None:
                 out.append(f)
-        self.anomalous_run = self.anomalous_run + 1 if top >= 0.5 else 0
-        stale = self.anomalous_run > RELEARN_AFTER  # so long that it is the new normal
+        stale = self._stale(t, top >= 0.5)
         for d, s in zip(self.detectors, scores):
             if s < 0.5 or stale or not isinstance(d, _GUARDED):
                 d.learn_one(t, x)
             elif isinstance(d, Cusum):
                 d.learn_guarded(t, x)
         self.cadence.seen(t)
+
+    def _stale(self, t: float, anomalous: bool) -> bool:
+        """Count the anomalous run; True once it has lasted so long that it is the new normal."""
+        if not anomalous:
+            self.anomalous_run, self.anomalous_since = 0, None
+            return False
+        self.anomalous_run += 1
+        if self.anomalous_since is None:
+            self.anomalous_since = t
+        return self.anomalous_run > RELEARN_MIN_READINGS and t - self.anomalous_since >= RELEARN_AFTER_S
 
     def pending(self) -> bool:
         """Some episode is about to open (its state must not be lost in a restart)."""
@@ -106,7 +122,7 @@ class Monitor:
 
     def state(self) -> list:
         return [[d.state() for d in self.detectors], [e.state() for e in self.episodes],
-                self.anomalous_run, self.cadence.state(), self.silent_since]
+                self.anomalous_run, self.cadence.state(), self.silent_since, self.anomalous_since]
 
     def restore(self, s: list) -> None:
         for d, ds in zip(self.detectors, s[0]):
@@ -116,6 +132,7 @@ class Monitor:
         self.anomalous_run = s[2]
         self.cadence.restore(s[3])
         self.silent_since = s[4]
+        self.anomalous_since = s[5] if len(s) > 5 else None  # (checkpoints before 2026-12-07: from the next reading)
 
 
 def sensor_monitor(device: str, kind: str, limits: dict[str, float], utc_offset_s: float) -> Monitor:

@@ -13,7 +13,7 @@ from streams.detectors.faults import Cadence, Flatline, PhysicalRange
 from streams.detectors.likelihood import AnomalyLikelihood, log_score
 from streams.detectors.limits import StaticLimits
 from streams.detectors.rate import RateOfChange
-from streams.monitor import Monitor, sensor_monitor
+from streams.monitor import RELEARN_AFTER_S, Monitor, sensor_monitor
 
 T0 = 1_795_305_600.0  # a Monday 00:00 UTC... of some week; only differences matter
 MIN = 60.0
@@ -253,6 +253,21 @@ def test_detectors_do_not_learn_from_anomalies():
     base = next(d for d in m.detectors if isinstance(d, SeasonalBaseline))
     level, _ = base.expected(ts[-1])
     assert abs(level - 1.0) < 0.05
+
+
+@pytest.mark.parametrize("every_s", [60.0, 10.0, 1.0])
+def test_a_long_anomaly_becomes_the_new_normal_after_the_same_event_time_at_any_cadence(every_s):
+    """The guarded detectors learn an anomaly once it has lasted RELEARN_AFTER_S of event time.
+    Before 2026-12-07 the rule counted 200 readings: a 1 Hz sensor's 15-spread shift was "normal"
+    (its baseline episode closed) after ~18 minutes, one every 10 s after ~1 hour."""
+    at = 1.1 * 86400  # the first day every 5 minutes (every minute at 60 s), then every ``every_s``
+    t, x = city_days(1.4, every_s, lambda t: 15.0 * (t >= T0 + at), sparse_s=1.05 * 86400 if every_s < 60 else 0.0)
+    out: list = []
+    sensor_monitor("m-1", "mystery", {}, 0.0).step_many(t, x, out)
+    base = [f for f in out if f.detector == "baseline" and f.t >= T0 + at - 600]
+    assert base[0].active and base[0].t - (T0 + at) <= 60
+    closed = next(f for f in base if not f.active)
+    assert RELEARN_AFTER_S <= closed.t - (T0 + at) <= RELEARN_AFTER_S + 1800, (closed.t - T0 - at) / 60
 
 
 def test_state_round_trip_gives_identical_behaviour():

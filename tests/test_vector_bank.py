@@ -18,7 +18,7 @@ from citybrain.settings import Settings
 from streams.core import StreamCore
 from streams.detectors.base import Finding
 from streams.detectors.change import Cusum
-from streams.monitor import RELEARN_AFTER, Monitor, sensor_monitor
+from streams.monitor import RELEARN_AFTER_S, Monitor, sensor_monitor
 from streams.vector.bank import BASE, F, SensorBank, _rounds
 from tests.test_streams_core import make_batch
 
@@ -59,7 +59,7 @@ def device_series(rng: np.random.Generator, kind: str, n: int) -> tuple[np.ndarr
     hour = (t / 3600.0) % 24
     x = level + amp * np.sin(2 * np.pi * (hour - 8) / 24) + rng.normal(0, sd, n)
     a = int(rng.integers(n // 3, n // 2))
-    dur = int(rng.integers(150, 350))  # sometimes longer than RELEARN_AFTER
+    dur = int(rng.integers(150, 350))  # at 60-120 s: sometimes longer than RELEARN_AFTER_S
     shift = 2.5 if kind == "water_level" else float(rng.uniform(8, 30)) * sd * (-1 if kind == "traffic_speed" else 1)
     x[a:a + dur] += shift * np.minimum(1.0, np.arange(min(dur, n - a)) / 8)
     for i in rng.choice(n, size=6, replace=False):
@@ -108,7 +108,7 @@ class Run:
     monitors: dict[str, Monitor]
     bank: SensorBank
     rows: dict[str, int]
-    max_run: int  # longest anomalous run seen (past RELEARN_AFTER: stale learning was exercised)
+    max_run: float  # longest anomalous run seen, in event time (past RELEARN_AFTER_S: stale learning exercised)
 
 
 def run_both(feed: Feed, bank: SensorBank | None = None, check_state_every: int = 25) -> Run:
@@ -133,7 +133,8 @@ def run_both(feed: Feed, bank: SensorBank | None = None, check_state_every: int 
             vector += bank.silence_started(wm)
         if b % check_state_every == 0:
             assert_states(monitors, bank, rows)
-        max_run = max(max_run, *(m.anomalous_run for m in monitors.values()))
+        max_run = max(max_run, *(m.cadence.last_t - m.anomalous_since for m in monitors.values()
+                                 if m.anomalous_since is not None), 0.0)
     return Run(scalar, vector, monitors, bank, rows, max_run)
 
 
@@ -174,11 +175,11 @@ def test_bank_gives_the_scalar_findings_and_state(seed, monkeypatch):
         assert (rule, True) in seen and (rule, False) in seen, (rule, sorted(seen))
     assert any(f.active and f.score > f_prev.score and f.started_at == f_prev.started_at and f.detector ==
                f_prev.detector and f.source == f_prev.source for f_prev, f in zip(scalar, scalar[1:], strict=False))
-    assert run.max_run > RELEARN_AFTER  # floods outlasted the relearn limit: stale learning compared too
+    assert run.max_run > RELEARN_AFTER_S  # floods outlasted the relearn limit: stale learning compared too
 
 
 def test_relearn_after_a_long_anomaly_is_covered():
-    """A flood longer than RELEARN_AFTER readings: learned anyway, identically."""
+    """A flood longer than RELEARN_AFTER_S: learned anyway, identically."""
     feed = Feed(0.0, [("w", "water_level", {"warning": 2.0, "alarm": 3.0}), ("m", "mystery", {})])
     t = T0 + 60.0 * np.arange(1500)
     x = 1.0 + 0.01 * np.sin(np.arange(1500))
@@ -189,7 +190,7 @@ def test_relearn_after_a_long_anomaly_is_covered():
     run = run_both(feed)
     assert run.scalar == run.vector, first_difference(run.scalar, run.vector)
     assert_states(run.monitors, run.bank, run.rows)
-    assert run.max_run > RELEARN_AFTER + 50
+    assert run.max_run > RELEARN_AFTER_S + 3000
 
 
 def test_profile_weeks_rebases_and_fast_readings_are_covered(monkeypatch):
@@ -212,7 +213,7 @@ def test_profile_weeks_rebases_and_fast_readings_are_covered(monkeypatch):
     day = (t - T0) / 86400.0
     x = 40 + 5 * np.sin(2 * np.pi * day) + rng.normal(0, 1, t.size)
     x[(day > 3) & (day < 5)] += 3.0  # in the first week: judged against the fallback, learned as it is
-    x[day > 8.0] -= 3.0  # after it: a change, then (after RELEARN_AFTER readings) the new normal
+    x[day > 8.0] -= 3.0  # after it: a change, then (after RELEARN_AFTER_S) the new normal
     hour = ((t - T0) / 3600.0) % 24
     b = 2 * x + 7 + 30 * ((hour >= 9) & (hour < 18))  # office hours: a step, not interpolated
     feed = Feed(3600.0, [("a", "pm25", {}), ("b", "mystery", {})])

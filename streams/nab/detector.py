@@ -38,7 +38,6 @@ from dataclasses import dataclass
 from streams.detectors.base import RobustLevel
 from streams.detectors.baseline import RES, SeasonalBaseline
 from streams.detectors.likelihood import AnomalyLikelihood, log_score
-from streams.monitor import RELEARN_AFTER
 
 NAME = "citybrain"
 #: log-likelihood that opens a report: 0.5 is a tail probability of 1e-5 (Numenta's threshold)
@@ -47,6 +46,8 @@ GATE = 0.5
 SATURATE = 10.0
 #: the baseline does not learn from readings this many spreads off (unless they last)
 GUARD = 7.0
+#: ... unless they last this many points (NAB files have one cadence each, so a count will do)
+RELEARN_AFTER_POINTS = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +110,7 @@ class NabDetector:
         score = min(1.0, a + b) if self.joint else max(a, b)
         # learn: the baseline skips far-off readings (a flood must not become normal) until they last
         self.off_run = self.off_run + 1 if z_seasonal >= GUARD else 0
-        if self.off_run == 0 or self.off_run > RELEARN_AFTER:
+        if self.off_run == 0 or self.off_run > RELEARN_AFTER_POINTS:
             self.base.learn_expected(t, x, e)
         self.slow.learn(x)
         if self.quiet > 0:  # a report's aftermath: not remembered by the ranks

@@ -40,7 +40,14 @@ from streams.detectors.change import DEV_ALPHA, FULL_S, Cusum
 from streams.detectors.faults import Cadence, Flatline, PhysicalRange
 from streams.detectors.limits import StaticLimits
 from streams.detectors.rate import RateOfChange
-from streams.monitor import BASELINE_SIDE, RELEARN_AFTER, SILENCE, Monitor, sensor_monitor
+from streams.monitor import (
+    BASELINE_SIDE,
+    RELEARN_AFTER_S,
+    RELEARN_MIN_READINGS,
+    SILENCE,
+    Monitor,
+    sensor_monitor,
+)
 from streams.vector import episodes
 from streams.vector.explain import Round, explain
 from streams.vector.kernels import pmax, pmin, squash, winsorised_step
@@ -52,7 +59,7 @@ RANGE, FLAT, LIMITS, BASE, CHANGE, RATE = range(len(DETECTORS))
 GUARDED = np.array([d in (SeasonalBaseline, Cusum) for d in DETECTORS])
 
 #: per-device scalar state and parameters, one row of ``SensorBank.s`` each (NaN stands for None)
-FIELDS = ("cad_last", "cad_level", "cad_spread", "cad_n", "silent", "run",
+FIELDS = ("cad_last", "cad_level", "cad_spread", "cad_n", "silent", "run", "run_since",
           "low", "high", "fl_last", "fl_run", "fl_moves",
           "warning", "alarm", "above", "has_limits", "side",
           "cu_level", "cu_spread", "cu_n", "cu_pos", "cu_neg", "cu_since", "cu_last", "cu_dev", "pf_first",
@@ -127,7 +134,7 @@ class SensorBank:
         limits = limits or {}
         rng, rate = PhysicalRange(kind), RateOfChange(kind)
         col = np.zeros(len(FIELDS))
-        for name in ("cad_last", "silent", "fl_last", "cu_since", "cu_last", "pf_first", "rt_last_t"):
+        for name in ("cad_last", "silent", "run_since", "fl_last", "cu_since", "cu_last", "pf_first", "rt_last_t"):
             col[getattr(F, name)] = _NONE
         col[F.low], col[F.high] = rng.low, rng.high
         col[F.warning], col[F.alarm] = _nan(limits.get("warning")), _nan(limits.get("alarm"))
@@ -211,8 +218,7 @@ class SensorBank:
             self._silence_ended(S, r, pos, t, out)
             scores, c = self._score(S, B, P, t, x, frac, same_day)
             moves = episodes.update(E, self.p.rules, t, scores)
-            S[F.run] = np.where((scores >= 0.5).any(axis=0), S[F.run] + 1, 0.0)
-            learn = (scores < 0.5) | (S[F.run] > RELEARN_AFTER) | ~GUARDED[:, None]
+            learn = (scores < 0.5) | self._stale(S, t, (scores >= 0.5).any(axis=0)) | ~GUARDED[:, None]
             rebase = self._learn(S, B, P, c, t, x, learn)
             self._seen(S, t)
         if span:
@@ -227,6 +233,14 @@ class SensorBank:
             at = moves.at
             _flat(self.ep)[r[at] + np.arange(0, self.ep.size, self.ep.shape[2])[:, None]] = E[:, :, at].reshape(-1, at.size)
         self._episode_findings(r, pos, t, x, scores, moves, c, out)
+
+    @staticmethod
+    def _stale(S: np.ndarray, t: np.ndarray, anomalous: np.ndarray) -> np.ndarray:
+        """Monitor._stale: count the anomalous run; True where it is the new normal."""
+        S[F.run] = np.where(anomalous, S[F.run] + 1, 0.0)
+        since = S[F.run_since]
+        S[F.run_since] = np.where(anomalous, np.where(np.isnan(since), t, since), _NONE)
+        return (S[F.run] > RELEARN_MIN_READINGS) & (t - S[F.run_since] >= RELEARN_AFTER_S)
 
     def _slots(self, t: np.ndarray) -> np.ndarray:
         """Baseline slots per reading: hour of week, hour of day, whole series, residuals."""
@@ -483,11 +497,11 @@ class SensorBank:
         eps = [[_optf(ps), int(pn), _optf(os_), rep, _optf(calm), peak]
                for ps, pn, os_, rep, calm, peak in (e[j] for j in cols)]
         return [[dets[j] for j in cols], eps, int(s[F.run]),
-                [_optf(s[F.cad_last]), _robust_state(s, F.cad_level)], _optf(s[F.silent])]
+                [_optf(s[F.cad_last]), _robust_state(s, F.cad_level)], _optf(s[F.silent]), _optf(s[F.run_since])]
 
     def restore(self, row: int, state: list) -> None:
         """Inverse of :meth:`state` (accepts a scalar monitor's checkpoint)."""
-        dets, eps, run, cad, silent = state
+        dets, eps, run, cad, silent = state[:5]
         s = self.s[:, row]  # a view
         for j, d, e in zip(self._columns(row), dets, eps, strict=True):
             self.ep[:, j, row] = [_nan(e[0]), e[1], _nan(e[2]), e[3], _nan(e[4]), e[5]]
@@ -510,6 +524,7 @@ class SensorBank:
         s[F.cad_last] = _nan(cad[0])
         _robust_restore(s, F.cad_level, cad[1])
         s[F.silent] = _nan(silent)
+        s[F.run_since] = _nan(state[5]) if len(state) > 5 else _NONE  # (as Monitor.restore)
 
     def monitor(self, row: int, utc_offset_s: float | None = None) -> Monitor:
         """The equivalent scalar monitor (for checks, or to hand a device back to the scalar path)."""
