@@ -37,7 +37,8 @@ def _simulate(args, settings: Settings) -> int:
                 duration=duration, faults=faults)
     if args.truth:
         Path(args.truth).write_text(json.dumps(feed.truth(), indent=1))
-    summary = publish_feed(settings, feed, args.speed, _stop_on_signals(), devices=sorted(city.devices))
+    summary = publish_feed(settings, feed, args.speed, _stop_on_signals(), devices=sorted(city.devices),
+                           live=args.start is None)  # (an explicit start is the engineer's to choose)
     print(json.dumps({"scenario": args.scenario, "seed": args.seed, **summary}))
     return 0
 

@@ -75,10 +75,14 @@ class Pool:
 
 
 class Pacer:
-    """Sleeps so that event time t is published at wall time (t - t0) / speed; pause on SIGUSR1."""
+    """Sleeps so that event time t is published at wall time (t - t0) / speed; pause on SIGUSR1.
 
-    def __init__(self, speed: float) -> None:
-        self.speed = speed
+    ``live``: never before t on the wall clock either. A generated feed faster than real time
+    catches up with the clock and then runs at its pace (ingest rejects event times ahead of it).
+    """
+
+    def __init__(self, speed: float, live: bool = False) -> None:
+        self.speed, self.live = speed, live
         self.t0: float | None = None
         self.wall0 = 0.0
         self.resumed = threading.Event()
@@ -93,20 +97,20 @@ class Pacer:
             while not self.resumed.wait(0.2) and not stop.is_set():
                 pass
             self.paused_for += time.monotonic() - p
-        if self.speed <= 0:
-            return
-        due = self.wall0 + self.paused_for + (t - self.t0) / self.speed
-        delay = due - time.monotonic()
+        delay = self.wall0 + self.paused_for + (t - self.t0) / self.speed - time.monotonic() if self.speed > 0 else 0.0
+        if self.live:
+            delay = max(delay, t - time.time())
         if delay > 0:
             stop.wait(delay)
 
 
 def publish_feed(settings: Settings, messages: Iterable[Message], speed: float, stop: threading.Event | None = None,
-                 progress_total: int | None = None, pool_size: int = 4, devices: list[str] | None = None) -> dict:
-    """Publish until the feed ends or ``stop``; returns a summary."""
+                 progress_total: int | None = None, pool_size: int = 4, devices: list[str] | None = None,
+                 live: bool = False) -> dict:
+    """Publish until the feed ends or ``stop`` (``live``: see :class:`Pacer`); returns a summary."""
     stop = stop or threading.Event()
     pool = Pool(settings, pool_size, devices=devices)
-    pacer = Pacer(speed)
+    pacer = Pacer(speed, live)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGUSR1, lambda *_: pacer.resumed.clear())
         signal.signal(signal.SIGUSR2, lambda *_: pacer.resumed.set())

@@ -14,7 +14,7 @@ from citybrain.city import load_city
 from ingest.senml import resolve_senml
 from simulators import recording
 from simulators.feed import Faults, Feed, Message
-from simulators.publish import publish_feed
+from simulators.publish import Pacer, publish_feed
 from simulators.scenarios import CATALOGUE, build, suite
 from simulators.score import score, table
 from tests.conftest import SHARED
@@ -178,3 +178,17 @@ def test_small_fleet_has_a_last_will_per_device(tiny, settings):
             c.disconnect()
         sub.loop_stop()
         sub.disconnect()
+
+
+def test_a_live_feed_faster_than_real_time_never_runs_ahead_of_the_clock():
+    """`citybrain up --speed 10` starts an hour back; once it has caught up with the wall clock it
+    waits for it (ingest would reject event times from the future)."""
+    stop = threading.Event()
+    for live, least, most in ((False, 0.0, 0.1), (True, 0.25, 0.6)):
+        pacer = Pacer(100.0, live=live)
+        now = time.time()
+        pacer.wait(now - 1.0, stop)  # the feed's first message: a second back, at once
+        t0 = time.monotonic()
+        pacer.wait(now - 0.5, stop)  # 0.5 s of event time later: 5 ms at 100x
+        pacer.wait(now + 0.3, stop)  # 13 ms at 100x, but not before its own time when live
+        assert least <= time.monotonic() - t0 <= most

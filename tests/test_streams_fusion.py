@@ -70,6 +70,23 @@ def test_many_silent_devices_in_one_area_are_a_power_outage(demo_city):
     assert len({w.id for w in ws}) == 1
 
 
+def test_devices_that_went_silent_days_apart_are_no_power_outage(demo_city):
+    """"At once": the silences' spans (last reading to deadline) must share an instant. Two
+    devices dead for two days and one that stops now are device trouble; two more that stop with
+    the third (each noticed after its own cadence, one by its last will) make it an outage."""
+    fu = GridFusion(demo_city)
+    g, n = two_neighbours(demo_city)
+    now = T0 + 2 * 86400
+    ws = fu.add(finding("old-1", "noise", 0.6, t=T0 + 300, detector="silence", started=T0), g)
+    ws += fu.add(finding("old-2", "noise", 0.6, t=T0 + 4000, detector="silence", started=T0 + 3000), n)
+    ws += fu.add(finding("new-1", "noise", 0.6, t=now + 300, detector="silence", started=now - 30), g)
+    assert [w.event for w in ws] == ["device_offline"] * 3
+    ws = fu.add(finding("new-2", "noise", 0.6, t=now + 1500, detector="silence", started=now - 290), n)
+    ws += fu.add(finding("new-3", "power", 0.6, t=now + 500, detector="presence", started=now + 500), g)
+    assert [w.event for w in ws] == ["device_offline", "power_outage"]
+    assert {e.source for e in ws[-1].evidence} == {"old-1", "old-2", "new-1", "new-2", "new-3"}
+
+
 def test_evidence_expires_when_its_source_stops_reporting(demo_city):
     fu = GridFusion(demo_city, expire_s=600)
     g, _ = two_neighbours(demo_city)
