@@ -26,9 +26,19 @@ from alerts.store import Cursor, Store, dumps
 from citybrain.city import City
 from citybrain.clock import Clock, WallClock
 from citybrain.exceptions import IllegalTransition, NotFound
+from citybrain.outage import OFFLINE_EVENTS, is_outage, silent_at_once
 from citybrain.records import HistoryEntry, Incident, UnitStatus, Warning
 from citybrain.settings import Settings
-from citybrain.vocab import CAP_CERTAINTY, CAP_SEVERITY, CAP_URGENCY, EVENT_CAP_CATEGORY, EVENTS, OPEN_STATES
+from citybrain.vocab import (
+    CAP_CERTAINTY,
+    CAP_SEVERITY,
+    CAP_URGENCY,
+    EVENT_CAP_CATEGORY,
+    EVENTS,
+    OPEN_STATES,
+    certainty_from_sources,
+    severity_from_score,
+)
 
 log = logging.getLogger(__name__)
 
@@ -177,10 +187,10 @@ class IncidentService:
             audit.append(cur, now, "system", "raise", inc.id, {"warning": w.id, "incident": inc.to_dict()})
         else:
             old = inc
-            inc = self._merge(inc, w, now)
+            inc = self._relabel_outage(self._merge(inc, w, now), w, now)
             self._save(cur, old, inc, "merge_warning", "system", {"warning": w.id})
-            if old.units and old.severity != inc.severity:
-                self._cap_to_units(cur, inc, "Update", note=f"severity now {inc.severity}")
+            if old.units and (old.severity, old.event) != (inc.severity, inc.event):
+                self._cap_to_units(cur, inc, "Update", note=f"{inc.event.replace('_', ' ')}, severity now {inc.severity}")
         self._remember(cur, w, inc.id, body, seen)
         self._queue_incident(cur, inc)
         return inc
@@ -220,9 +230,11 @@ class IncidentService:
         index gave when every open incident of the event was read and decoded (a storm's hundreds
         per warning). Only those grids are read now (index on event and area)."""
         near = sorted({w.grid} | set(self.city.neighbours.get(w.grid, ())))
-        rows = cur.execute(f"SELECT body FROM incidents WHERE event = ? AND area IN ({', '.join('?' * len(near))}) "
+        events = OFFLINE_EVENTS if w.event in OFFLINE_EVENTS else (w.event,)  # silent devices: one situation
+        rows = cur.execute(f"SELECT body FROM incidents WHERE event IN ({', '.join('?' * len(events))}) "
+                           f"AND area IN ({', '.join('?' * len(near))}) "
                            f"AND state IN {OPEN_STATES_SQL} ORDER BY state, {cur.insertion_order}",
-                           (w.event, *near)).fetchall()
+                           (*events, *near)).fetchall()
         best = None
         for (b,) in rows:
             d = json.loads(b)  # the times and area only: only the chosen one becomes a record
@@ -246,14 +258,40 @@ class IncidentService:
         return inc_id
 
     def _new_incident(self, w: Warning, now: float, inc_id: str) -> Incident:
-        grid = self.city.areas.get(w.grid)
         return Incident(
             id=inc_id, event=w.event, category=EVENT_CAP_CATEGORY.get(w.event, "Other"),
             severity=w.severity, urgency=w.urgency, certainty=w.certainty, state="new", area=w.grid,
             district=w.district or self.city.district_of(w.grid), location=tuple(w.location), started_at=w.started_at,
-            detected_at=now, updated_at=now, title=f"{w.event.replace('_', ' ').title()} in {grid.name if grid else w.grid}",
+            detected_at=now, updated_at=now, title=self._title(w.event, w.grid),
             score=w.score, evidence=tuple(w.evidence[:MAX_EVIDENCE]), warnings=(w.id,),
             history=(HistoryEntry(t=now, actor="system", action="raise", state="new", note=w.explanation),), version=1)
+
+    def _title(self, event: str, grid_id: str) -> str:
+        grid = self.city.areas.get(grid_id)
+        return f"{event.replace('_', ' ').title()} in {grid.name if grid else grid_id}"
+
+    def _relabel_outage(self, inc: Incident, w: Warning, now: float) -> Incident:
+        """A ``device_offline`` incident becomes a ``power_outage`` once its evidence shows enough
+        devices gone silent at once, or a partition's fusion already called it one.
+
+        Fusion applies the same rule (``citybrain.outage``), but only to its partition's grids; the
+        incident gathers the neighbouring grids' silences from every partition.
+        """
+        if inc.event != "device_offline" or not w.active:
+            return inc
+        spans = [(e.source, e.t if e.started_at is None else e.started_at, e.t) for e in inc.evidence]
+        if w.event != "power_outage" and not is_outage(spans):
+            return inc
+        flapping = " (flapping)" if inc.title.endswith(" (flapping)") else ""
+        n = silent_at_once(spans)
+        # as fusion scores a situation: the noisy-or of its sources (here each as strong as the strongest)
+        score = max(inc.score, 1.0 - (1.0 - min(inc.score, 0.99)) ** n)
+        note = f"{n} devices went silent at once: a power outage"
+        return inc.replace(event="power_outage", category=EVENT_CAP_CATEGORY["power_outage"], score=score,
+                           severity=_max(CAP_SEVERITY, inc.severity, severity_from_score(score)),
+                           certainty=_max(CAP_CERTAINTY, inc.certainty, certainty_from_sources(n, score)),
+                           title=self._title("power_outage", inc.area) + flapping, history=inc.history + (
+                               HistoryEntry(t=now, actor="system", action="update", state=inc.state, note=note),))
 
     def _merge(self, inc: Incident, w: Warning, now: float) -> Incident:
         ev = {(e.source, e.t): e for e in inc.evidence}
@@ -515,10 +553,10 @@ class IncidentService:
 
     def _save(self, cur: Cursor, old: Incident, new: Incident, action: str, actor: str, extra: dict) -> None:
         new = new.replace(version=old.version + 1)
-        n = cur.execute("UPDATE incidents SET state = ?, updated_at = ?, version = ?, body = ?, started_at = ? "
-                        "WHERE id = ? AND version = ?", (new.state, new.updated_at, new.version,
-                                                        new.encode().decode(), new.started_at, new.id,
-                                                        old.version)).rowcount
+        n = cur.execute("UPDATE incidents SET state = ?, updated_at = ?, version = ?, body = ?, started_at = ?, "
+                        "event = ? WHERE id = ? AND version = ?", (new.state, new.updated_at, new.version,
+                                                                  new.encode().decode(), new.started_at, new.event,
+                                                                  new.id, old.version)).rowcount
         if n != 1:
             raise IllegalTransition(f"incident {old.id} was changed by someone else; retry")
         audit.append(cur, new.updated_at, actor, action, new.id,

@@ -223,6 +223,7 @@ class Evidence(Record):
     t: float
     value: float | None = None
     detail: str = ""  # e.g. label and score of a camera event, or "expected 1.2 m +- 0.1"
+    started_at: float | None = None  # when what it shows began (a silence: the last reading)
 
 
 def _evidence(items: Any) -> tuple[Evidence, ...]:

@@ -25,8 +25,6 @@ KIND_EVENT: dict[str, str] = {
 }
 COUNT_EVENT: dict[str, str] = {"person": "crowd_surge", "car": "traffic_jam"}
 FAULT_DETECTORS = frozenset({"range", "flatline"})
-#: silent devices in one place at once: from this many it is a power outage, not device trouble
-OUTAGE_SOURCES = 3
 
 
 def event_of(f: Finding) -> str:

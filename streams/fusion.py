@@ -14,18 +14,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from citybrain.city import City
+from citybrain.outage import is_outage
 from citybrain.records import Evidence, Warning, message_id
 from citybrain.vocab import certainty_from_sources, severity_from_score
 from streams.detectors.base import Finding
-from streams.events import OUTAGE_SOURCES, event_of
+from streams.events import event_of
 from streams.monitor import SILENCE
-from streams.windows import most_at_once
 
 MAX_SOURCES = 32  # evidence kept per situation (bounded); more sources still count
 MAX_SITUATIONS = 10_000
-#: slack (s) on each silence's span when asking whether silences began at once (presence messages
-#: come when the broker notices the lost connection, a keep-alive or two after the outage)
-OUTAGE_SLACK_S = 300.0
 TIMELESS = frozenset({SILENCE, "presence"})
 
 
@@ -126,7 +123,7 @@ class GridFusion:
         for b in best.values():
             score *= 1.0 - min(b, 0.99)
         score = 1.0 - score
-        outage = s.event == "device_offline" and _at_once(live) + s.extra_sources >= OUTAGE_SOURCES
+        outage = s.event == "device_offline" and is_outage(((f.source, f.started_at, f.t) for f in live), s.extra_sources)
         event = "power_outage" if outage else s.event
         key = (event, severity_from_score(score), certainty_from_sources(n, score), frozenset(best))
         if s.emitted and key[:3] == s.emitted[:3] and key[3] <= s.emitted[3]:
@@ -149,8 +146,8 @@ class GridFusion:
             urgency="Immediate" if score >= 0.7 else "Expected",
             detector="fusion:" + ",".join(sorted({f.detector for f in found})),
             explanation="; ".join(f"{f.source}: {f.explanation}" for f in found[:5]),
-            evidence=tuple(Evidence(f.source, f.source_kind, f.t, f.value, f"{f.detector}: {f.explanation}")
-                           for f in found[:MAX_SOURCES]),
+            evidence=tuple(Evidence(f.source, f.source_kind, f.t, f.value, f"{f.detector}: {f.explanation}",
+                                    f.started_at) for f in found[:MAX_SOURCES]),
             active=active,
         )
 
@@ -168,17 +165,6 @@ class GridFusion:
             s.ended, s.extra_sources = set(ended), extra
             s.emitted = (emitted[0], emitted[1], emitted[2], frozenset(emitted[3])) if emitted else ()
             self.open[(grid, event)] = s
-
-
-def _at_once(found: list[Finding]) -> int:
-    """How many sources went silent (or offline) at once: their silences' spans, from the last
-    reading (``started_at``) to when it was noticed (``t``), share an instant."""
-    span: dict[str, tuple[float, float]] = {}
-    for f in found:
-        a, b = span.get(f.source, (f.started_at, f.t))
-        span[f.source] = (min(a, f.started_at), max(b, f.t))
-    starts, ends = zip(*span.values(), strict=True) if span else ((), ())
-    return most_at_once(starts, ends, OUTAGE_SLACK_S)
 
 
 def situation_state(s: Situation) -> list:

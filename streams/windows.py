@@ -47,17 +47,3 @@ def sliding_counts(t: np.ndarray, keys: np.ndarray, size: float) -> np.ndarray:
 def closed(window_end: float, watermark: float, grace_s: float) -> bool:
     return watermark >= window_end + grace_s
 
-
-def most_at_once(starts: np.ndarray, ends: np.ndarray, slack: float = 0.0) -> int:
-    """The most intervals ``[starts[i], ends[i] + slack]`` that share one instant.
-
-    Why: "many devices going silent at once" is a count over a window that each source defines
-    itself: a silence began somewhere between the last reading and the deadline its cadence set.
-    Devices cut off by one outage all have the outage's instant in that span; a device dead for two
-    days does not, whatever is still open about it. The largest such group starts at one of the
-    starts, so the count at each start is enough (O(n^2) on the few sources of one situation).
-    """
-    s, e = np.asarray(starts, float), np.asarray(ends, float) + slack
-    if s.size == 0:
-        return 0
-    return int(((s[None, :] <= s[:, None]) & (e[None, :] >= s[:, None])).sum(axis=1).max())

@@ -293,3 +293,37 @@ def test_situation_that_outlives_its_closed_incident_opens_a_new_one(svc):
     assert [i.id for i in svc.list_incidents("open")] == [second.id]
     assert svc.handle_warning(joined) is None  # a redelivery changes nothing
     assert {i.id for i in svc.list_incidents("all")} == {first.id, second.id}
+
+
+def silence(wid, grid, source, last, noticed, event="device_offline"):
+    """A fused silence warning of one partition: one device, silent since ``last``."""
+    return Warning(id=wid, event=event, grid=grid, district="D1", location=(114.01, 22.51), t=noticed,
+                   started_at=last, score=0.6, severity="Moderate", certainty="Possible", urgency="Expected",
+                   detector="fusion:silence", explanation=f"{source}: no reading since {last:.0f}", active=True,
+                   evidence=(Evidence(source, "noise", noticed, None, "silence", started_at=last),))
+
+
+def test_silences_from_several_partitions_at_once_are_a_power_outage(svc):
+    """Each partition's fusion saw one silent device of an area (grids spread over partitions):
+    the incident gathers them and becomes a power outage once three went silent at once, and a
+    partition that already says power outage upgrades the incident instead of opening another."""
+    a = svc.handle_warning(silence("p0", "G1", "n-1", T0 - 200, T0 - 20))
+    b = svc.handle_warning(silence("p1", "G2", "n-2", T0 - 190, T0 + 10))
+    assert a.id == b.id and b.event == "device_offline"
+    c = svc.handle_warning(silence("p2", "G3", "n-3", T0 - 150, T0 + 100))
+    assert (c.id, c.event, c.category) == (a.id, "power_outage", "Infra") and c.title.startswith("Power Outage")
+    assert (c.severity, c.certainty) == ("Extreme", "Observed")  # as fusion rates three silent sources at 0.6
+    assert "3 devices went silent at once" in c.history[-1].note
+    d = svc.handle_warning(silence("p3", "G4", "n-4", T0 - 100, T0 + 150))  # joins the power outage
+    assert d.id == a.id and len(d.evidence) == 4
+    assert [i.event for i in svc.list_incidents("all")] == ["power_outage"]
+    up = svc.handle_warning(silence("q0", "G1", "m-1", T0 + 9000, T0 + 9100))
+    assert up.id != a.id and up.event == "device_offline"
+    up = svc.handle_warning(silence("q1", "G2", "m-2", T0 + 9010, T0 + 9200, event="power_outage"))
+    assert (up.id, up.event) == (up.id, "power_outage") and len(svc.list_incidents("all")) == 2
+
+
+def test_devices_that_went_silent_hours_apart_stay_device_trouble(svc):
+    for k in range(3):  # one incident (within its merge window), but begun 25 minutes apart
+        inc = svc.handle_warning(silence(f"p{k}", f"G{k + 1}", f"n-{k}", T0 + 1500 * k, T0 + 1500 * k + 300))
+    assert inc.event == "device_offline" and len(inc.evidence) == 3

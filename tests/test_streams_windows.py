@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from streams.watermark import Watermark
-from streams.windows import closed, hopping, most_at_once, sliding_counts, tumbling
+from streams.windows import closed, hopping, sliding_counts, tumbling
 
 
 def test_tumbling_windows_on_event_time():
@@ -36,10 +36,3 @@ def test_watermark_is_max_minus_lateness_and_ignores_non_finite():
     assert late.tolist() == [True, False, False] and too.tolist() == [False, True, False]
     assert wm.value == 1170.0
 
-
-def test_most_at_once_counts_the_intervals_that_share_an_instant():
-    starts, ends = [0.0, 10.0, 20.0, 100.0, 105.0], [15.0, 25.0, 30.0, 110.0, 120.0]
-    assert most_at_once(starts, ends) == 2  # [10, 15] holds two; no instant holds three
-    assert most_at_once(starts, ends, slack=5.0) == 3  # [0, 20] meets [10, 30] and [20, 35] at 20
-    assert most_at_once(starts, ends, slack=100.0) == 5
-    assert most_at_once([], []) == 0
