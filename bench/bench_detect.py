@@ -33,6 +33,7 @@ from citybrain.city import load_city
 from citybrain.kafka import ensure_topics, partition_for
 from citybrain.records import Reading, SignalBatch
 from citybrain.settings import Settings
+from streams.cli import NAB_DATA
 
 T0 = 1_795_339_200.0
 ROOT = Path(__file__).resolve().parents[1]
@@ -237,7 +238,7 @@ def main() -> int:
         finally:
             stop(w)
 
-        nab = runner.run(Path("/work/shared/data/nab/data"), tmp / "nab")
+        nab = runner.run(NAB_DATA, tmp / "nab")
         results["NAB mode, points/s"] = nab["points_per_s"]
     finally:
         stop(broker)

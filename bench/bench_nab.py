@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from streams.cli import NAB_DATA
 from streams.nab import crossval
 from streams.nab.detector import NabDetector, NabKnobs
 from streams.nab.scoring import PROFILES, best_threshold, normalised
@@ -97,7 +98,7 @@ def name(k: NabKnobs) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data", type=Path, default=Path("/work/shared/data/nab/data"))
+    ap.add_argument("--data", type=Path, default=NAB_DATA)
     ap.add_argument("--no-grid", action="store_true", help="only the defaults and the baseline")
     a = ap.parse_args()
     files = crossval.read_labelled(a.data)

@@ -47,6 +47,7 @@ import numpy as np  # noqa: E402
 
 from bench import bench_nab  # noqa: E402
 from bench.nab_reference import REFERENCES, Reference  # noqa: E402
+from streams.cli import NAB_DATA  # noqa: E402
 from streams.nab import crossval, scoring  # noqa: E402
 from streams.nab.detector import NAME as OURS  # noqa: E402
 from streams.nab.runner import score_series  # noqa: E402
@@ -204,7 +205,7 @@ def write(out: Path, s: Scored, files: list[crossval.LabelledFile]) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data", type=Path, default=Path("/work/shared/data/nab/data"))
+    ap.add_argument("--data", type=Path, default=NAB_DATA)
     ap.add_argument("--only", help="comma-separated detector names (NAB's, e.g. skyline); ours is always run")
     ap.add_argument("--write", type=Path, help="also write NAB-format results files under this directory")
     ap.add_argument("--bootstrap", type=int, default=1000,

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from citybrain.settings import Settings
 
-NAB_DATA = Path("/work/shared/data/nab/data")
+#: the NAB subset in the shared folder beside the checkout (CITYBRAIN_SHARED names another)
+NAB_DATA = Path(os.environ.get("CITYBRAIN_SHARED") or Path(__file__).resolve().parents[2] / "shared") / "data/nab/data"
 
 
 def _nab(args: argparse.Namespace, settings: Settings) -> int:
