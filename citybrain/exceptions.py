@@ -22,6 +22,15 @@ class CityFileError(CitybrainError):
         super().__init__(f"{where}: {problem}")
 
 
+class BadSeriesFile(CitybrainError):
+    """A CSV series (a NAB file, a feed to replay) cannot be read: ``line`` is 1-based (the header
+    is line 1), 0 for the file as a whole; ``problem`` says what is wrong there."""
+
+    def __init__(self, path: object, line: int, problem: str) -> None:
+        self.path, self.line, self.problem = str(path), line, problem
+        super().__init__(f"{path}:{line}: {problem}" if line else f"{path}: {problem}")
+
+
 class RejectedMessage(CitybrainError):
     """An incoming message cannot be accepted.
 

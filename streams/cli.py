@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 from citybrain.settings import Settings
@@ -17,6 +18,11 @@ def _nab(args: argparse.Namespace, settings: Settings) -> int:
 
     r = runner.run(args.data, args.out)
     print(f"{r['points']} points in {r['seconds']:.2f} s ({r['points_per_s']:.0f} points/s) -> {args.out}")
+    for e in r["rejected"]:
+        print(f"not scored: {e}", file=sys.stderr)
+    if r["rejected"]:
+        print(f"{len(r['rejected'])} file(s) not scored, listed in {args.out / runner.REJECTED}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -7,6 +7,7 @@ import csv
 import json
 import math
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -244,3 +245,31 @@ def test_threshold_sweep_finds_what_rescoring_finds():
             files.append(scoring.Series(f"c{k % 2}/f{k}.csv", scores, wins, 60))
         for p in scoring.PROFILES:
             assert scoring.best_threshold(files, p) == rescored_best_threshold(files, p)
+
+
+def test_unreadable_files_are_named_with_line_and_problem_and_the_rest_are_scored(tmp_path, capsys):
+    data = tmp_path / "data" / "cat"
+    data.mkdir(parents=True)
+    shutil.copy(NAB / "data/realTraffic/speed_7578.csv", data / "good.csv")
+    shutil.copy(NAB / "data/realTraffic/speed_t4013.csv", data / "repeats.csv")  # a time repeats: scored
+    ok = "timestamp,value\n2014-04-01 00:00:00,1.0\n"
+    bad = {"date.csv": ok + "01/04/2014 00:05,2\n", "value.csv": ok + "2014-04-01 00:05:00,abc\n",
+           "nan.csv": ok + "2014-04-01 00:05:00,nan\n",
+           "header.csv": "time,v\n2014-04-01 00:00:00,1\n", "empty.csv": "timestamp,value\n",
+           "missing.csv": ok + "2014-04-01 00:05:00,\n"}
+    for name, text in bad.items():
+        (data / name).write_text(text)
+    ap = argparse.ArgumentParser()
+    cli.register(ap.add_subparsers(dest="command"), argparse.ArgumentParser(add_help=False))
+    args = ap.parse_args(["nab", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "res")])
+    assert args.handler(args, None) == 1  # a script running it notices
+    assert (tmp_path / "res" / "cat" / "citybrain_good.csv").exists()
+    assert sorted(p.name for p in (tmp_path / "res" / "cat").iterdir()) == ["citybrain_good.csv", "citybrain_repeats.csv"]
+    kept = {Path(r["file"]).name: (int(r["line"]), r["problem"])
+            for r in csv.DictReader((tmp_path / "res" / runner.REJECTED).open())}
+    assert kept == {"date.csv": (3, "timestamp '01/04/2014 00:05' is not 'YYYY-MM-DD HH:MM:SS'"),
+                    "value.csv": (3, "value 'abc' is not a number"), "nan.csv": (3, "value 'nan' is not finite"),
+                    "header.csv": (1, "header ['time', 'v'] has no 'timestamp' and 'value' columns"),
+                    "empty.csv": (0, "no data rows"), "missing.csv": (3, "no value")}
+    err = capsys.readouterr().err
+    assert "date.csv:3: timestamp" in err and "6 file(s) not scored" in err
