@@ -141,8 +141,9 @@ def sensor_monitor(device: str, kind: str, limits: dict[str, float], utc_offset_
     if limits:
         dets.append(StaticLimits(limits.get("warning"), limits.get("alarm")))
     profile = SeasonalProfile(utc_offset_s)
-    base = SeasonalBaseline(utc_offset_s, side=BASELINE_SIDE.get(kind, 0), second=profile)
-    dets += [base, Cusum(profile=profile, fallback=base), RateOfChange(kind)]
+    side = BASELINE_SIDE.get(kind, 0)
+    base = SeasonalBaseline(utc_offset_s, side=side, second=profile)
+    dets += [base, Cusum(profile=profile, fallback=base, side=side), RateOfChange(kind)]
     return Monitor(device, kind, dets)
 
 

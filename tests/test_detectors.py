@@ -118,6 +118,19 @@ def test_the_sensors_change_detector_finds_a_2_spread_shift_and_a_drift_not_the_
         assert found[0].started_at >= T0 + at - 600
 
 
+@pytest.mark.parametrize(("kind", "harmless"), [("smoke", -4.0), ("power", 4.0)])
+def test_a_shift_the_harmless_way_is_no_change(kind, harmless):
+    """Smoke going down is no fire, power going up no outage (a quiet demo city raised a "fire"
+    incident from a temperature sensor's shift down). The other way is still a change."""
+    at = 10.3 * 86400
+    for shift, alarmed in ((harmless, False), (-harmless, True)):
+        t, x = city_days(12.0, 60.0, lambda t, shift=shift: shift * (t >= T0 + at))
+        out: list = []
+        sensor_monitor("d-1", kind, {}, 0.0).step_many(t, x, out)
+        found = [f for f in out if f.active and f.t >= T0 + at and f.detector in ("change", "baseline")]
+        assert bool(found) == alarmed, (shift, found[:2])
+
+
 def test_in_the_first_week_the_change_detector_judges_against_the_fast_baseline():
     """The profile learns for a week; meanwhile the baseline stands in, so a large shift is still
     a change on a device's second day (a small one is absorbed, as before 2026-12-04)."""

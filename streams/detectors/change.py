@@ -12,6 +12,10 @@ before and in proportion below that, so a sensor reporting ten times a second ad
 signal's small, correlated residuals no faster than one reporting every 10 s (every city cadence
 counts fully). When the monitor decides a shift has lasted so long that it is the new normal, the
 expectation moves by the shift (``rebase``) instead of keeping the alarm up for weeks.
+
+``side`` (as the baseline's) makes one direction harmless: smoke or a temperature going down is no
+fire, power going up no outage. Both sums still run; a shift the harmless way scores nothing, so
+the monitor lets the Cusum learn it and it becomes the new normal (``rebase``) without an alarm.
 """
 
 from __future__ import annotations
@@ -30,12 +34,13 @@ class Cusum:
     name = "change"
     rule = EpisodeRule(on=0.5, off=0.2, min_count=1, quiet_s=900.0)
 
-    __slots__ = ("k", "h", "warmup", "ref", "pos", "neg", "since", "profile", "fallback", "profiled",
+    __slots__ = ("k", "h", "warmup", "side", "ref", "pos", "neg", "since", "profile", "fallback", "profiled",
                  "last_t", "dt", "dev")
 
     def __init__(self, k: float = 0.75, h: float = 12.0, warmup: int = 30, alpha: float = 0.02,
-                 profile: SeasonalProfile | None = None, fallback=None) -> None:
+                 profile: SeasonalProfile | None = None, fallback=None, side: int = 0) -> None:
         self.k, self.h, self.warmup = k, h, warmup
+        self.side = side  # 0: both directions, 1: only a shift up matters, -1: only down
         self.profile = profile
         self.fallback = fallback  # anything with expected(t) -> (level, spread) | None
         self.profiled = False  # the profile gave this reading's expectation (score_one to learn_one)
@@ -76,7 +81,8 @@ class Cusum:
         elif self.since is None:
             self.since = t
         direction = "up" if self.pos >= self.neg else "down"
-        return squash(s / self.h, 1.0, 3.0), f"level shift {direction} from {level:.3g} (cusum {s:.1f})"
+        judged = self.pos if self.side > 0 else self.neg if self.side < 0 else s
+        return squash(judged / self.h, 1.0, 3.0), f"level shift {direction} from {level:.3g} (cusum {s:.1f})"
 
     def learn_one(self, t: float, x: float) -> None:
         s = max(self.pos, self.neg)

@@ -278,7 +278,8 @@ class SensorBank:
         z = np.where(side != 0, pmax(0.0, z_raw * side), z_raw)
         scores[BASE] = np.where(has_e, squash(np.abs(z), *SQUASH_BASELINE), 0.0)
         pos, neg, cusum, dt = self._cusum(S, c_has, c_z, c_level, t, x)
-        scores[CHANGE] = np.where(c_has, squash(cusum / p.h, *SQUASH_CHANGE), 0.0)
+        judged = np.where(side > 0, pos, np.where(side < 0, neg, cusum))  # Cusum.side: as the baseline's
+        scores[CHANGE] = np.where(c_has, squash(judged / p.h, *SQUASH_CHANGE), 0.0)
         rate_ok, rate, warm, rz = self._rate(S, t, x, scores)
         c = Round(x, S[F.low], S[F.high], flat_run, lo, alarm, above, alarm_hit, has_e, level, b_level, spread, z,
                   has_p, p_level, c_has, c_level, dt, pos, neg, cusum, rate_ok, rate, S[F.rt_limit], warm, rz)
@@ -560,7 +561,7 @@ def _config(m: Monitor) -> tuple:
             out += [d.alpha, d.warmup, d.utc_offset_s, d.side, d.second is m.detectors[-2].profile]
         elif isinstance(d, Cusum):
             pf = d.profile
-            out += [d.k, d.h, d.warmup, d.ref.alpha, d.ref.clip,
+            out += [d.k, d.h, d.warmup, d.side == m.detectors[-3].side, d.ref.alpha, d.ref.clip,
                     None if pf is None else (pf.per_hour, pf.warmup, pf.utc_offset_s, pf.alpha),
                     d.fallback is m.detectors[-3]]
         elif isinstance(d, RateOfChange):
