@@ -26,7 +26,7 @@ from alerts.store import Cursor, Store, dumps
 from citybrain.city import City
 from citybrain.clock import Clock, WallClock
 from citybrain.exceptions import IllegalTransition, NotFound
-from citybrain.outage import OFFLINE_EVENTS, is_outage, silent_at_once
+from citybrain.outage import OFFLINE_EVENTS, OUTAGE_SOURCES, silent_at_once
 from citybrain.records import HistoryEntry, Incident, UnitStatus, Warning
 from citybrain.settings import Settings
 from citybrain.vocab import (
@@ -279,11 +279,10 @@ class IncidentService:
         """
         if inc.event != "device_offline" or not w.active:
             return inc
-        spans = [(e.source, e.t if e.started_at is None else e.started_at, e.t) for e in inc.evidence]
-        if w.event != "power_outage" and not is_outage(spans):
+        n = silent_at_once((e.source, e.t if e.started_at is None else e.started_at, e.t) for e in inc.evidence)
+        if w.event != "power_outage" and n < OUTAGE_SOURCES:
             return inc
         flapping = " (flapping)" if inc.title.endswith(" (flapping)") else ""
-        n = silent_at_once(spans)
         # as fusion scores a situation: the noisy-or of its sources (here each as strong as the strongest)
         score = max(inc.score, 1.0 - (1.0 - min(inc.score, 0.99)) ** n)
         note = f"{n} devices went silent at once: a power outage"

@@ -33,7 +33,7 @@ from citybrain.city import load_city
 from citybrain.kafka import ensure_topics, partition_for
 from citybrain.records import Reading, SignalBatch
 from citybrain.settings import Settings
-from streams.cli import NAB_DATA
+from citybrain.shared import nab_data
 
 T0 = 1_795_339_200.0
 ROOT = Path(__file__).resolve().parents[1]
@@ -238,7 +238,7 @@ def main() -> int:
         finally:
             stop(w)
 
-        nab = runner.run(NAB_DATA, tmp / "nab")
+        nab = runner.run(nab_data(), tmp / "nab")
         results["NAB mode, points/s"] = nab["points_per_s"]
     finally:
         stop(broker)

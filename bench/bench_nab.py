@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streams.cli import NAB_DATA
+from citybrain.shared import nab_data
 from streams.nab import crossval
 from streams.nab.detector import NabDetector, NabKnobs
 from streams.nab.scoring import PROFILES, best_threshold, normalised
@@ -98,9 +98,10 @@ def name(k: NabKnobs) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data", type=Path, default=NAB_DATA)
+    ap.add_argument("--data", type=Path, default=None)
     ap.add_argument("--no-grid", action="store_true", help="only the defaults and the baseline")
     a = ap.parse_args()
+    a.data = a.data or nab_data()
     files = crossval.read_labelled(a.data)
     points = sum(len(f.vs) for f in files)
     print(f"{len(files)} files, {points} points, {sum(len(f.windows) for f in files)} windows")

@@ -47,7 +47,7 @@ import numpy as np  # noqa: E402
 
 from bench import bench_nab  # noqa: E402
 from bench.nab_reference import REFERENCES, Reference  # noqa: E402
-from streams.cli import NAB_DATA  # noqa: E402
+from citybrain.shared import nab_data  # noqa: E402
 from streams.nab import crossval, scoring  # noqa: E402
 from streams.nab.detector import NAME as OURS  # noqa: E402
 from streams.nab.runner import score_series  # noqa: E402
@@ -205,7 +205,7 @@ def write(out: Path, s: Scored, files: list[crossval.LabelledFile]) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data", type=Path, default=NAB_DATA)
+    ap.add_argument("--data", type=Path, default=None)
     ap.add_argument("--only", help="comma-separated detector names (NAB's, e.g. skyline); ours is always run")
     ap.add_argument("--write", type=Path, help="also write NAB-format results files under this directory")
     ap.add_argument("--bootstrap", type=int, default=1000,
@@ -221,6 +221,7 @@ def main() -> int:
         if unknown:
             ap.error(f"unknown detector(s) {sorted(unknown)}; known: {[r.name for r in refs]}")
         refs = tuple(r for r in refs if r.name in wanted)
+    a.data = a.data or nab_data()
     files = crossval.read_labelled(a.data)
     points = sum(len(f.vs) for f in files)
     print(f"{len(files)} files, {points} points, {sum(len(f.windows) for f in files)} windows", flush=True)

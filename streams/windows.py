@@ -46,4 +46,3 @@ def sliding_counts(t: np.ndarray, keys: np.ndarray, size: float) -> np.ndarray:
 
 def closed(window_end: float, watermark: float, grace_s: float) -> bool:
     return watermark >= window_end + grace_s
-

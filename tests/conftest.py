@@ -24,29 +24,12 @@ import pytest
 
 from citybrain.brokers import tansu_command
 from citybrain.settings import Settings
+from citybrain.shared import shared_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _shared_dir() -> Path:
-    """The project's shared standards and data (../shared next to the checkout). A clone made
-    elsewhere (``git clone /work/main /tmp/fresh``) finds it next to the repository it was cloned
-    from; CITYBRAIN_SHARED overrides both."""
-    candidates = [os.environ.get("CITYBRAIN_SHARED"), ROOT.parent / "shared"]
-    try:
-        origin = subprocess.run(["git", "-C", str(ROOT), "config", "--get", "remote.origin.url"],
-                                capture_output=True, text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        origin = ""
-    if origin and "://" not in origin:
-        candidates.append(Path(origin).resolve().parent / "shared")
-    for c in candidates:
-        if c and (Path(c) / "standards").is_dir():
-            return Path(c)
-    return ROOT.parent / "shared"
-
-
-SHARED = _shared_dir()
+SHARED = shared_dir()
 
 
 def free_port() -> int:

@@ -35,4 +35,3 @@ def test_watermark_is_max_minus_lateness_and_ignores_non_finite():
     late, too = wm.classify(np.array([960.0, 909.0, 1200.0]))
     assert late.tolist() == [True, False, False] and too.tolist() == [False, True, False]
     assert wm.value == 1170.0
-
